@@ -1,0 +1,109 @@
+"""Start and stop a hub: data directory, TLS, the HTTPS and MQTT listeners."""
+
+import asyncio
+import json
+import logging
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from . import certs
+from .hub import POLICY_PERMISSIONS, Hub
+from .identities import new_key
+from .mqtt_server import DeviceConnection
+from .rest import make_app
+from .store import Store
+
+log = logging.getLogger("localhub")
+
+MQTT_PORT = 8883  # the device SDK hard-codes it
+TLS_HANDSHAKE_TIMEOUT = 10.0
+
+
+@dataclass
+class Settings:
+    data_dir: Path = Path("var/localhub")
+    host: str = "localhost"
+    https_port: int = 8443
+    mqtt_port: int = MQTT_PORT
+
+
+def _policies(store: Store) -> dict[str, tuple[str, str]]:
+    saved = store.setting("policies")
+    policies = json.loads(saved) if saved else {}
+    for name in POLICY_PERMISSIONS:
+        if name not in policies:
+            policies[name] = [new_key(), new_key()]
+    store.set_setting("policies", json.dumps(policies))
+    return {name: tuple(keys) for name, keys in policies.items()}
+
+
+def service_connection_string(host: str, port: int, policy: str, key: str) -> str:
+    return f"HostName={host}:{port};SharedAccessKeyName={policy};SharedAccessKey={key}"
+
+
+@dataclass
+class LocalHub:
+    """A running hub. ``await LocalHub.start(settings)``, then ``await hub.stop()``."""
+
+    settings: Settings
+    hub: Hub
+    ca_file: Path
+    connection_string: str
+    _servers: list = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+
+    @classmethod
+    async def start(cls, settings: Settings) -> "LocalHub":
+        data_dir = settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        ca_file, cert_file, key_file = certs.ensure(data_dir, settings.host)
+        store = Store(data_dir / "hub.sqlite3")
+        policies = _policies(store)
+        hub = Hub(store, settings.host, settings.https_port, policies)
+        conn_str = service_connection_string(
+            settings.host, settings.https_port, "iothubowner", policies["iothubowner"][0]
+        )
+        (data_dir / "connection-string").write_text(conn_str + "\n")
+        (data_dir / "connection-string").chmod(0o600)
+
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.minimum_version = ssl.TLSVersion.TLSv1_2  # the device SDK speaks only 1.2
+        tls.load_cert_chain(cert_file, key_file)
+
+        running = cls(settings, hub, ca_file, conn_str)
+        try:
+            runner = web.AppRunner(make_app(hub), access_log=None, handle_signals=False)
+            await runner.setup()
+            running._runner = runner
+            site = web.TCPSite(
+                runner, settings.host, settings.https_port, ssl_context=tls, reuse_address=True
+            )
+            await site.start()
+            loop = asyncio.get_running_loop()
+            mqtt = await loop.create_server(
+                lambda: DeviceConnection(hub),
+                settings.host,
+                settings.mqtt_port,
+                ssl=tls,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+                reuse_address=True,
+            )
+            running._servers.append(mqtt)
+        except BaseException:
+            await running.stop()
+            raise
+        return running
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for ident in [*self.hub.devices.values(), *self.hub.all_modules()]:
+            if ident.connection is not None:
+                ident.connection.close("hub stopping")
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.hub.store.drain()
+        self.hub.store.close()

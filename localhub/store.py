@@ -1,0 +1,117 @@
+"""Durable storage: one SQLite file, one JSON row per identity, group commit.
+
+The hub keeps its state in memory and writes each changed identity here before it
+acknowledges the change. Writes that arrive while a commit is running wait and go into
+the next commit together, so one fsync covers many acknowledgements: that is how
+thousands of twin updates per second stay durable on one disk.
+"""
+
+import asyncio
+import json
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS identities (
+    device_id TEXT NOT NULL,
+    module_id TEXT NOT NULL,  -- '' for a device
+    record TEXT NOT NULL,
+    PRIMARY KEY (device_id, module_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+Key = tuple[str, str]
+
+
+class Store:
+    def __init__(self, path: Path):
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: the WAL is fsynced at every commit, so an acknowledged write survives
+        # a power cut, not just a crash of this process.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="localhub-store")
+        self._pending: dict[Key, str | None] = {}
+        self._waiters: list[asyncio.Future] = []
+        self._flushing = False
+        self.commits = 0
+
+    # -- start-up (synchronous, before serving) --------------------------------------
+    def load(self) -> list[tuple[str, str, dict]]:
+        rows = self._db.execute("SELECT device_id, module_id, record FROM identities")
+        return [(d, m, json.loads(r)) for d, m, r in rows]
+
+    def setting(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_setting(self, name: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (name, value))
+
+    # -- writes -------------------------------------------------------------------------
+    def put(self, key: Key, record: dict) -> asyncio.Future:
+        return self._enqueue(key, json.dumps(record, separators=(",", ":")))
+
+    def delete(self, key: Key) -> asyncio.Future:
+        return self._enqueue(key, None)
+
+    def _enqueue(self, key: Key, text: str | None) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        # Serialised now, in the loop: the record may change again before the commit.
+        self._pending[key] = text
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        if not self._flushing:
+            self._flushing = True
+            loop.call_soon(self._flush, loop)
+        return waiter
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, waiters = self._pending, self._waiters
+        self._pending, self._waiters = {}, []
+        job = loop.run_in_executor(self._writer, self._commit, batch)
+        job.add_done_callback(lambda job: self._committed(loop, job, waiters))
+
+    def _committed(self, loop, job: asyncio.Future, waiters: list[asyncio.Future]) -> None:
+        error = job.exception()
+        for waiter in waiters:
+            if waiter.done():
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+        if self._pending:
+            self._flush(loop)
+        else:
+            self._flushing = False
+
+    def _commit(self, batch: dict[Key, str | None]) -> None:
+        upserts = [(d, m, text) for (d, m), text in batch.items() if text is not None]
+        deletes = [key for key, text in batch.items() if text is None]
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            if deletes:
+                db.executemany(
+                    "DELETE FROM identities WHERE device_id = ? AND module_id = ?", deletes
+                )
+            if upserts:
+                db.executemany("INSERT OR REPLACE INTO identities VALUES (?, ?, ?)", upserts)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self.commits += 1
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far is on disk."""
+        while self._flushing:
+            await asyncio.sleep(0.001)
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._db.close()

@@ -1,0 +1,114 @@
+"""Shared fixtures: a real localhub on a loopback address of its own, per test."""
+
+import asyncio
+import itertools
+import threading
+from pathlib import Path
+
+import pytest
+from azure.iot.hub import IoTHubRegistryManager
+
+from localhub.server import LocalHub, Settings
+
+# 127.0.0.1 is left to `make run`; each test hub gets the next address.
+_addresses = (f"127.0.{i // 250}.{i % 250 + 2}" for i in itertools.count(40))
+
+
+class HubThread:
+    """A localhub running in a background thread with its own event loop.
+
+    Clients talk to it only over real sockets; ``hub`` is exposed for assertions about
+    internal state that no API shows (e.g. the telemetry buffer).
+    """
+
+    def __init__(self, data_dir: Path, host: str):
+        self.settings = Settings(data_dir=data_dir, host=host, https_port=8443)
+        self.host = host
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.running: LocalHub | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "HubThread":
+        started = threading.Event()
+        errors = []
+
+        def run():
+            self.loop = asyncio.new_event_loop()
+            try:
+                self.running = self.loop.run_until_complete(LocalHub.start(self.settings))
+            except BaseException as e:
+                errors.append(e)
+                started.set()
+                return
+            started.set()
+            self.loop.run_forever()
+            self.loop.run_until_complete(self.running.stop())
+            self.loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"localhub-{self.host}", daemon=True)
+        self._thread.start()
+        started.wait(30)
+        if errors:
+            raise errors[0]
+        return self
+
+    def stop(self) -> None:
+        if self._thread and self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(30)
+        self._thread = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def call(self, fn, *args):
+        """Run ``fn(*args)`` on the hub's loop and return its result (for state checks)."""
+
+        async def run():
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    @property
+    def hub(self):
+        return self.running.hub
+
+    @property
+    def connection_string(self) -> str:
+        return (self.settings.data_dir / "connection-string").read_text().strip()
+
+    @property
+    def ca_file(self) -> Path:
+        return self.settings.data_dir / "ca.pem"
+
+    @property
+    def ca_pem(self) -> str:
+        return self.ca_file.read_text()
+
+    def policy_connection_string(self, policy: str) -> str:
+        key = self.hub.policies[policy][0]
+        return f"HostName={self.host}:8443;SharedAccessKeyName={policy};SharedAccessKey={key}"
+
+    def registry_manager(self, connection_string: str | None = None) -> IoTHubRegistryManager:
+        rm = IoTHubRegistryManager.from_connection_string(
+            connection_string or self.connection_string
+        )
+        rm.protocol.config.connection.verify = str(self.ca_file)
+        return rm
+
+    def device_connection_string(self, device_id: str, key: str, module_id: str = "") -> str:
+        text = f"HostName={self.host};DeviceId={device_id};SharedAccessKey={key}"
+        return f"{text};ModuleId={module_id}" if module_id else text
+
+
+@pytest.fixture
+def localhub(tmp_path):
+    running = HubThread(tmp_path / "hub", next(_addresses)).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def registry(localhub):
+    return localhub.registry_manager()
