@@ -1,7 +1,9 @@
 """Shared fixtures: a real localhub on a loopback address of its own, per test."""
 
 import asyncio
-import itertools
+import errno
+import random
+import socket
 import threading
 from pathlib import Path
 
@@ -10,8 +12,25 @@ from azure.iot.hub import IoTHubRegistryManager
 
 from localhub.server import LocalHub, Settings
 
-# 127.0.0.1 is left to `make run`; each test hub gets the next address.
-_addresses = (f"127.0.{i // 250}.{i % 250 + 2}" for i in itertools.count(40))
+
+def _free_loopback_address() -> str:
+    """A 127.x.y.z address whose ports 8443 and 8883 are free.
+
+    127.0.0.1 is left to `make run`; random addresses keep test processes that run at the
+    same time (several checkouts, a bench) from colliding on the fixed MQTT port.
+    """
+    for _ in range(200):
+        host = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(2, 254)}"
+        try:
+            for port in (8443, 8883):
+                with socket.socket() as probe:
+                    probe.bind((host, port))
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise
+            continue
+        return host
+    raise RuntimeError("no free loopback address for a test hub")
 
 
 class HubThread:
@@ -104,7 +123,7 @@ class HubThread:
 
 @pytest.fixture
 def localhub(tmp_path):
-    running = HubThread(tmp_path / "hub", next(_addresses)).start()
+    running = HubThread(tmp_path / "hub", _free_loopback_address()).start()
     yield running
     running.stop()
 
