@@ -46,10 +46,6 @@ def etag_matches(if_match: str | None, current: str) -> bool:
     return value == "*" or value == current
 
 
-def _clone(value):
-    return json.loads(json.dumps(value))
-
-
 def _twin_input(body, name: str) -> dict | None:
     if body is None:
         return None
@@ -69,6 +65,9 @@ class Hub:
         self._methods: dict[str, tuple[asyncio.Future, Identity]] = {}
         self._rids = itertools.count(1)
         self._sorted: dict[str, list] = {}
+        # Identities whose connection times changed since they were last stored; those
+        # are not acknowledged writes, so they go to disk with the next write or at stop.
+        self._touched: set[Identity] = set()
         rows = store.load()
         for device_id, module_id, record in rows:
             if not module_id:
@@ -105,6 +104,17 @@ class Hub:
     async def _save(self, ident: Identity) -> None:
         await self.store.put(ident.key, ident.record)
 
+    async def save_connection_times(self) -> None:
+        alive = [i for i in self._touched if self._exists(i)]
+        self._touched.clear()
+        await asyncio.gather(*(self.store.put(i.key, i.record) for i in alive))
+
+    def _exists(self, ident: Identity) -> bool:
+        device = self.devices.get(ident.device_id)
+        if not ident.module_id:
+            return device is ident
+        return device is not None and device.modules.get(ident.module_id) is ident
+
     # -- service side: identities -----------------------------------------------------
     def _device_fields(self, body: dict, current: Identity | None, now: str):
         status = body.get("status") or "enabled"
@@ -118,9 +128,10 @@ class Hub:
         return {
             "status": status,
             "statusReason": reason,
-            "statusUpdatedTime": old.get("statusUpdatedTime", twin.NEVER)
-            if old.get("status") == status
-            else now,
+            # Real hubs show the zero date until the status first changes.
+            "statusUpdatedTime": now
+            if old and old["status"] != status
+            else old.get("statusUpdatedTime", twin.NEVER),
             "iotEdge": bool(capabilities.get("iotEdge", False)),
             "deviceScope": body.get("deviceScope"),
             "parentScopes": body.get("parentScopes") or [],
@@ -256,18 +267,13 @@ class Hub:
         new_tags, new_desired = rec["tags"], rec["desired"]
         if replace:
             new_tags = twin.replace_tags(tags or {})
-            if desired is not None:
-                new_desired = _clone(rec["desired"])
-                twin.replace_section(new_desired, desired, now, desired=True)
-        else:
-            if tags:
-                new_tags = _clone(rec["tags"])
-                twin.merge_tags(new_tags, tags)
-            if desired is not None:
-                new_desired = _clone(rec["desired"])
-                twin.patch_section(new_desired, desired, now, desired=True)
+        elif tags:
+            new_tags = twin.merge_tags(rec["tags"], tags)
+        if desired is not None:
+            write = twin.replace_section if replace else twin.patch_section
+            new_desired = write(rec["desired"], desired, now, desired=True)
         problems = twin_rules.check_size("tags", new_tags)
-        problems += twin_rules.check_size("desired", twin.values(new_desired))
+        problems += twin_rules.check_size("desired", new_desired)
         if problems:
             raise bad_request(str(twin_rules.TwinRuleError(problems)))
 
@@ -407,13 +413,16 @@ class Hub:
         except sas.TokenError:
             return None
         path = f"/devices/{device_id}" + (f"/modules/{module_id}" if module_id else "")
-        if not sas.host_matches(token, self.host, self.https_port) or token.path != path:
+        if not sas.host_matches(token, self.host, self.https_port) or sas.expired(token):
             return None
-        if sas.expired(token):
-            return None
-        if token.policy is None:
+        if token.policy is None:  # signed with the identity's own key: its exact path
+            if token.path != path:
+                return None
             keys = ident.keys
         elif DEVICE_CONNECT in POLICY_PERMISSIONS.get(token.policy, ()):
+            # A policy token's resource is a prefix of the identity's, matched by segment.
+            if not (path + "/").startswith(token.path.rstrip("/") + "/"):
+                return None
             keys = self.policies.get(token.policy, ())
         else:
             return None
@@ -427,14 +436,17 @@ class Hub:
         now = twin.utcnow()
         ident.record["connectionStateUpdatedTime"] = now
         ident.record["lastActivityTime"] = now
+        self._touched.add(ident)
 
     def detach(self, ident: Identity, connection) -> None:
         if ident.connection is connection:
             ident.connection = None
             ident.record["connectionStateUpdatedTime"] = twin.utcnow()
+            self._touched.add(ident)
 
     def touch(self, ident: Identity) -> None:
         ident.record["lastActivityTime"] = twin.utcnow()
+        self._touched.add(ident)
 
     def device_twin(self, ident: Identity) -> bytes:
         rec = ident.record
@@ -448,16 +460,15 @@ class Hub:
         if problems:
             raise bad_request(str(twin_rules.TwinRuleError(problems)))
         rec = ident.record
-        reported = _clone(rec["reported"])
-        version = twin.patch_section(reported, patch, twin.utcnow(), desired=False)
-        problems = twin_rules.check_size("reported", twin.values(reported))
+        reported = twin.patch_section(rec["reported"], patch, twin.utcnow(), desired=False)
+        problems = twin_rules.check_size("reported", reported)
         if problems:
             raise bad_request(str(twin_rules.TwinRuleError(problems)))
         rec["reported"] = reported
         rec["twinVersion"] += 1
         rec["twinEtag"] += 1
         rec["lastActivityTime"] = reported["$metadata"]["$lastUpdated"]
-        return version, self.store.put(ident.key, rec)
+        return reported["$version"], self.store.put(ident.key, rec)
 
     def save_session(self, ident: Identity, filters: list[str]) -> asyncio.Future:
         ident.record["session"] = filters

@@ -134,3 +134,27 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
         if i >= len(levels) or (part != "+" and part != levels[i]):
             return False
     return len(parts) == len(levels)
+
+
+# -- client side: used by the bench's load generator and by raw-socket tests ---------------
+def _text(value: str | bytes) -> bytes:
+    data = value.encode() if isinstance(value, str) else value
+    return struct.pack("!H", len(data)) + data
+
+
+def connect(client_id: str, username: str, password: str, *, keepalive=60, clean=False) -> bytes:
+    flags = 0xC0 | (0x02 if clean else 0)
+    body = _text("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive)
+    return packet(CONNECT, 0, body + _text(client_id) + _text(username) + _text(password))
+
+
+def publish_qos1(topic: str, payload: bytes, packet_id: int) -> bytes:
+    return packet(PUBLISH, 2, _text(topic) + struct.pack("!H", packet_id) + payload)
+
+
+def subscribe(packet_id: int, filters: list[str], qos: int = 1) -> bytes:
+    body = struct.pack("!H", packet_id) + b"".join(_text(f) + bytes([qos]) for f in filters)
+    return packet(SUBSCRIBE, 2, body)
+
+
+PINGREQ_PACKET = bytes([PINGREQ << 4, 0])

@@ -133,8 +133,10 @@ class RestApi:
         top = request.query.get("top")
         try:
             top = int(top) if top else None
+            if top is not None and top < 0:
+                raise ValueError
         except ValueError as e:
-            raise bad_request("top must be an integer") from e
+            raise bad_request("top must be a non-negative integer") from e
         return _json(self.hub.list_devices(top))
 
     async def get_device(self, request, device_id):

@@ -105,5 +105,6 @@ class LocalHub:
                 ident.connection.close("hub stopping")
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.hub.save_connection_times()
         await self.hub.store.drain()
         self.hub.store.close()

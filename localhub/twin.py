@@ -7,14 +7,23 @@ also ``$lastUpdatedVersion``), mirroring the values tree key by key.
 
 import base64
 import copy
-from datetime import UTC, datetime
+import time
 
 META, VERSION = "$metadata", "$version"
 NEVER = "0001-01-01T00:00:00Z"
 
 
+_second_cache = (0, "")
+
+
 def utcnow() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """UTC now as IoT Hub writes it in metadata: ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+    global _second_cache
+    now = time.time()
+    second = int(now)
+    if _second_cache[0] != second:  # formatting is the costly part; reuse it per second
+        _second_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second_cache[1]}.{int((now - second) * 1000):03d}Z"
 
 
 def new_section(now: str, *, desired: bool) -> dict:
@@ -41,53 +50,60 @@ def _stamp(meta: dict, now: str, version: int | None) -> dict:
     return meta
 
 
-def _merge(target: dict, meta: dict, patch: dict, now: str, version: int | None) -> None:
+def _merged(target: dict, meta: dict, patch: dict, now: str, version: int | None):
+    """Copy-on-write merge: returns new (values, metadata) dicts along the patched paths
+    and leaves the originals untouched, so a patch that fails a later check costs nothing
+    to abandon and a stored section is never changed in place."""
+    target, meta = dict(target), dict(meta)
     for key, new in patch.items():
         if new is None:
             target.pop(key, None)
             meta.pop(key, None)
         elif isinstance(new, dict):
-            node = target.get(key)
-            node_meta = meta.get(key)
+            node, node_meta = target.get(key), meta.get(key)
             if not isinstance(node, dict):
-                node = target[key] = {}
-                node_meta = None
-            if node_meta is None:
-                node_meta = meta[key] = {}
-            _merge(node, node_meta, new, now, version)
-            _stamp(node_meta, now, version)
+                node, node_meta = {}, {}
+            elif not isinstance(node_meta, dict):
+                node_meta = {}
+            target[key], node_meta = _merged(node, node_meta, new, now, version)
+            meta[key] = _stamp(node_meta, now, version)
         else:
             target[key] = copy.deepcopy(new) if isinstance(new, list) else new
             meta[key] = _stamp({}, now, version)
+    return target, meta
 
 
-def patch_section(section: dict, patch: dict, now: str, *, desired: bool) -> int:
-    """Merge ``patch`` into ``section`` (null deletes); return the new ``$version``."""
+def patch_section(section: dict, patch: dict, now: str, *, desired: bool) -> dict:
+    """A new section: ``patch`` merged into ``section`` (null deletes), ``$version`` + 1."""
     version = section[VERSION] + 1
-    section[VERSION] = version
-    meta = section[META]
-    _merge(section, meta, patch, now, version if desired else None)
-    _stamp(meta, now, version if desired else None)
-    return version
+    stamp_version = version if desired else None
+    merged, meta = _merged(section, section[META], patch, now, stamp_version)
+    merged[META] = _stamp(meta, now, stamp_version)
+    merged[VERSION] = version
+    return merged
 
 
-def replace_section(section: dict, new_values: dict, now: str, *, desired: bool) -> int:
+def replace_section(section: dict, new_values: dict, now: str, *, desired: bool) -> dict:
+    """A new section holding exactly ``new_values``, ``$version`` + 1."""
     version = section[VERSION] + 1
-    section.clear()
-    section[VERSION] = version
-    section[META] = _stamp({}, now, version if desired else None)
-    _merge(section, section[META], new_values, now, version if desired else None)
-    return version
+    stamp_version = version if desired else None
+    merged, meta = _merged({}, {}, new_values, now, stamp_version)
+    merged[META] = _stamp(meta, now, stamp_version)
+    merged[VERSION] = version
+    return merged
 
 
-def merge_tags(tags: dict, patch: dict) -> None:
+def merge_tags(tags: dict, patch: dict) -> dict:
+    """New tags: ``patch`` merged into ``tags`` (null deletes), originals untouched."""
+    tags = dict(tags)
     for key, new in patch.items():
         if new is None:
             tags.pop(key, None)
         elif isinstance(new, dict) and isinstance(tags.get(key), dict):
-            merge_tags(tags[key], new)
+            tags[key] = merge_tags(tags[key], new)
         else:
             tags[key] = _without_nulls(new)
+    return tags
 
 
 def _without_nulls(value):
