@@ -21,6 +21,7 @@ from .store import Store
 TELEMETRY_BUFFER = 10_000
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
+MAX_METHOD_PAYLOAD = 128 * 1024
 METHODS_FILTER = "$iothub/methods/POST/#"
 DESIRED_FILTER = "$iothub/twin/PATCH/properties/desired/#"
 
@@ -44,6 +45,10 @@ def etag_matches(if_match: str | None, current: str) -> bool:
         value = value[2:]
     value = value.strip('"')
     return value == "*" or value == current
+
+
+def _default(value, default):
+    return default if value is None else value
 
 
 def _twin_input(body, name: str) -> dict | None:
@@ -265,8 +270,8 @@ class Hub:
 
         now = twin.utcnow()
         new_tags, new_desired = rec["tags"], rec["desired"]
-        if replace:
-            new_tags = twin.replace_tags(tags or {})
+        if replace and tags is not None:
+            new_tags = twin.replace_tags(tags)
         elif tags:
             new_tags = twin.merge_tags(rec["tags"], tags)
         if desired is not None:
@@ -364,13 +369,19 @@ class Hub:
         if not name or "/" in name or len(name) > 128:
             raise bad_request("methodName must be 1 to 128 characters without '/'")
         try:
-            response_timeout = int(body.get("responseTimeoutInSeconds") or 30)
-            connect_timeout = int(body.get("connectTimeoutInSeconds") or 0)
+            response_timeout = int(_default(body.get("responseTimeoutInSeconds"), 30))
+            connect_timeout = int(_default(body.get("connectTimeoutInSeconds"), 0))
         except (TypeError, ValueError) as e:
             raise bad_request("method timeouts must be whole seconds") from e
         if not 5 <= response_timeout <= 300 or not 0 <= connect_timeout <= 300:
             raise bad_request(
                 "responseTimeoutInSeconds must be 5-300, connectTimeoutInSeconds 0-300"
+            )
+        payload = json.dumps(body.get("payload")).encode()
+        if len(payload) > MAX_METHOD_PAYLOAD:
+            raise HubError(
+                "RequestEntityTooLarge",
+                f"method payload is {len(payload)} bytes; the limit is {MAX_METHOD_PAYLOAD}",
             )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + connect_timeout
@@ -382,7 +393,6 @@ class Hub:
         answer = loop.create_future()
         self._methods[rid] = (answer, ident)
         try:
-            payload = json.dumps(body.get("payload")).encode()
             ident.connection.method_request(name, rid, payload)
             status, result = await asyncio.wait_for(answer, response_timeout)
         except TimeoutError as e:
@@ -449,8 +459,14 @@ class Hub:
         self._touched.add(ident)
 
     def device_twin(self, ident: Identity) -> bytes:
+        """The twin as a device reads it: desired and reported with ``$version``; no tags,
+        no ``$metadata`` (those are for the service side)."""
         rec = ident.record
-        return json.dumps({"desired": rec["desired"], "reported": rec["reported"]}).encode()
+        doc = {
+            name: {k: v for k, v in rec[name].items() if k != twin.META}
+            for name in ("desired", "reported")
+        }
+        return json.dumps(doc).encode()
 
     def patch_reported(self, ident: Identity, patch) -> tuple[int, asyncio.Future]:
         """Apply a reported patch now; the future resolves once it is on disk."""

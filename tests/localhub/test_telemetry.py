@@ -1,0 +1,155 @@
+"""Device-to-cloud telemetry: acknowledged at QoS 1 and kept in the hub's bounded buffer."""
+
+import contextlib
+import json
+import time
+from urllib.parse import unquote
+
+import pytest
+from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient, Message
+from azure.iot.device import aio as device_aio
+from azure.iot.device.common.pipeline.pipeline_exceptions import PipelineNotRunning
+
+from localhub.hub import TELEMETRY_BUFFER
+
+
+def primary_key(identity):
+    return identity.authentication.symmetric_key.primary_key
+
+
+def buffered(localhub):
+    """A snapshot of the hub's telemetry buffer: (label, time, topic, payload) tuples.
+
+    No API shows telemetry (the real hub routes it to Event Hubs), so this reads hub state.
+    """
+    return localhub.call(list, localhub.hub.telemetry)
+
+
+@pytest.fixture
+def client_for(localhub):
+    """Build sync SDK clients from connection strings; every one is shut down afterwards."""
+    made = []
+
+    def build(device_id, key, module_id=""):
+        cls = IoTHubModuleClient if module_id else IoTHubDeviceClient
+        client = cls.create_from_connection_string(
+            localhub.device_connection_string(device_id, key, module_id),
+            server_verification_cert=localhub.ca_pem,
+        )
+        made.append(client)
+        return client
+
+    yield build
+    for client in made:
+        with contextlib.suppress(PipelineNotRunning):  # already shut down by the test
+            client.shutdown()
+
+
+def test_a_device_message_is_acknowledged_and_buffered_with_its_properties(
+    localhub, registry, client_for
+):
+    key = primary_key(registry.create_device_with_sas("d1", None, None, "enabled"))
+    client = client_for("d1", key)
+    client.connect()
+    message = Message(
+        json.dumps({"temperature": 21.5}),
+        message_id="mid-1",
+        content_type="application/json",
+        content_encoding="utf-8",
+    )
+    message.custom_properties["alert"] = "high temp"
+
+    client.send_message(message)  # returns once the hub has acknowledged it
+
+    [(label, received_at, topic, payload)] = buffered(localhub)
+    assert label == "d1"
+    assert received_at.endswith("Z")
+    assert topic.startswith("devices/d1/messages/events/")
+    properties = topic.removeprefix("devices/d1/messages/events/")
+    assert "%24.mid=mid-1" in properties
+    assert "%24.ct=application%2Fjson" in properties
+    assert "%24.ce=utf-8" in properties
+    assert "alert=high%20temp" in properties
+    assert json.loads(payload) == {"temperature": 21.5}
+
+
+async def test_a_module_message_is_acknowledged_and_buffered_under_the_module(localhub, registry):
+    registry.create_device_with_sas("d1", None, None, "enabled")
+    key = primary_key(registry.create_module_with_sas("d1", "m1", None, None, None))
+    client = device_aio.IoTHubModuleClient.create_from_connection_string(
+        localhub.device_connection_string("d1", key, "m1"),
+        server_verification_cert=localhub.ca_pem,
+    )
+    try:
+        await client.connect()
+        message = Message(b"\x00\x01binary", content_type="application/octet-stream")
+        message.custom_properties["source"] = "sensor/7"
+        await client.send_message(message)
+    finally:
+        await client.shutdown()
+
+    [(label, _received_at, topic, payload)] = buffered(localhub)
+    assert label == "d1/m1"
+    assert topic.startswith("devices/d1/modules/m1/messages/events/")
+    assert "%24.ct=application%2Foctet-stream" in topic
+    assert "source=sensor/7" in unquote(topic)
+    assert payload == b"\x00\x01binary"
+
+
+def test_messages_are_buffered_in_order_from_each_identity(localhub, registry, client_for):
+    device_key = primary_key(registry.create_device_with_sas("d1", None, None, "enabled"))
+    module_key = primary_key(registry.create_module_with_sas("d1", "m1", None, None, None))
+    device = client_for("d1", device_key)
+    module = client_for("d1", module_key, "m1")
+
+    for n in range(3):
+        device.send_message(f"device {n}")
+        module.send_message(f"module {n}")
+
+    entries = buffered(localhub)
+    assert [(label, payload) for label, _t, _topic, payload in entries] == [
+        (label, f"{who} {n}".encode())
+        for n in range(3)
+        for label, who in (("d1", "device"), ("d1/m1", "module"))
+    ]
+
+
+def test_sending_a_message_updates_last_activity_time(registry, client_for):
+    key = primary_key(registry.create_device_with_sas("d1", None, None, "enabled"))
+    client = client_for("d1", key)
+    client.connect()
+    connected = registry.get_device("d1").last_activity_time
+
+    time.sleep(0.01)  # timestamps have millisecond resolution
+    client.send_message("ping")
+
+    assert registry.get_device("d1").last_activity_time > connected
+
+
+def test_sending_a_module_message_updates_the_modules_last_activity_time(registry, client_for):
+    registry.create_device_with_sas("d1", None, None, "enabled")
+    key = primary_key(registry.create_module_with_sas("d1", "m1", None, None, None))
+    client = client_for("d1", key, "m1")
+    client.connect()
+    connected = registry.get_module("d1", "m1").last_activity_time
+
+    time.sleep(0.01)
+    client.send_message("ping")
+
+    assert registry.get_module("d1", "m1").last_activity_time > connected
+
+
+def test_a_message_near_the_256_kb_limit_is_accepted(localhub, registry, client_for):
+    key = primary_key(registry.create_device_with_sas("d1", None, None, "enabled"))
+    client = client_for("d1", key)
+    body = b"x" * (250 * 1024)
+
+    client.send_message(Message(body))
+
+    [(_label, _t, _topic, payload)] = buffered(localhub)
+    assert payload == body
+    assert client.connected
+
+
+def test_the_telemetry_buffer_is_bounded(localhub):
+    assert localhub.hub.telemetry.maxlen == TELEMETRY_BUFFER
