@@ -193,7 +193,8 @@ async def create_modules(host: str, conn_str: str, ca_file: Path) -> list[tuple[
             )
         )
     for doc in docs:
-        made.append((doc["deviceId"], doc["moduleId"], doc["authentication"]["symmetricKey"]["primaryKey"]))
+        key = doc["authentication"]["symmetricKey"]["primaryKey"]
+        made.append((doc["deviceId"], doc["moduleId"], key))
     return made
 
 

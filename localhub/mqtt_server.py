@@ -29,7 +29,9 @@ def _rid(topic: str) -> tuple[str, dict]:
     params = {}
     for pair in query.split("&"):
         name, _, value = pair.partition("=")
-        params[unquote(name)] = unquote(value)
+        if "%" in pair:  # the SDK sends plain values; decode only when needed
+            name, value = unquote(name), unquote(value)
+        params[name] = value
     return path, params
 
 

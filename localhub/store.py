@@ -7,16 +7,17 @@ thousands of twin updates per second stay durable on one disk.
 """
 
 import asyncio
-import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import orjson
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS identities (
     device_id TEXT NOT NULL,
     module_id TEXT NOT NULL,  -- '' for a device
-    record TEXT NOT NULL,
+    record BLOB NOT NULL,  -- JSON
     PRIMARY KEY (device_id, module_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -34,7 +35,7 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="localhub-store")
-        self._pending: dict[Key, str | None] = {}
+        self._pending: dict[Key, bytes | None] = {}
         self._waiters: list[asyncio.Future] = []
         self._flushing = False
         self.commits = 0
@@ -42,7 +43,7 @@ class Store:
     # -- start-up (synchronous, before serving) --------------------------------------
     def load(self) -> list[tuple[str, str, dict]]:
         rows = self._db.execute("SELECT device_id, module_id, record FROM identities")
-        return [(d, m, json.loads(r)) for d, m, r in rows]
+        return [(d, m, orjson.loads(r)) for d, m, r in rows]
 
     def setting(self, name: str) -> str | None:
         row = self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
@@ -53,12 +54,12 @@ class Store:
 
     # -- writes -------------------------------------------------------------------------
     def put(self, key: Key, record: dict) -> asyncio.Future:
-        return self._enqueue(key, json.dumps(record, separators=(",", ":")))
+        return self._enqueue(key, orjson.dumps(record))
 
     def delete(self, key: Key) -> asyncio.Future:
         return self._enqueue(key, None)
 
-    def _enqueue(self, key: Key, text: str | None) -> asyncio.Future:
+    def _enqueue(self, key: Key, text: bytes | None) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         # Serialised now, in the loop: the record may change again before the commit.
         self._pending[key] = text
@@ -89,7 +90,7 @@ class Store:
         else:
             self._flushing = False
 
-    def _commit(self, batch: dict[Key, str | None]) -> None:
+    def _commit(self, batch: dict[Key, bytes | None]) -> None:
         upserts = [(d, m, text) for (d, m), text in batch.items() if text is not None]
         deletes = [key for key, text in batch.items() if text is None]
         db = self._db

@@ -1,0 +1,402 @@
+"""What a hub knows survives a restart: identities, keys, twins, versions, sessions."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient
+from azure.iot.hub import IoTHubRegistryManager
+from azure.iot.hub.models import Twin, TwinProperties
+from conftest import _free_loopback_address
+from msrest.exceptions import HttpOperationError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_for(predicate, timeout: float = 10, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def desired(**values) -> Twin:
+    return Twin(properties=TwinProperties(desired=values))
+
+
+def device_client(localhub, device_id: str, key: str, **options) -> IoTHubDeviceClient:
+    return IoTHubDeviceClient.create_from_connection_string(
+        localhub.device_connection_string(device_id, key),
+        server_verification_cert=localhub.ca_pem,
+        **options,
+    )
+
+
+def primary_key(identity) -> str:
+    return identity.authentication.symmetric_key.primary_key
+
+
+def everything(registry) -> dict:
+    """Every device, module and twin as the REST API shows them."""
+    state = {}
+    for device in registry.get_devices():
+        device_id = device.device_id
+        state[device_id] = {
+            "device": registry.get_device(device_id).as_dict(),
+            "twin": registry.get_twin(device_id).as_dict(),
+            "modules": {
+                m.module_id: {
+                    "module": registry.get_module(device_id, m.module_id).as_dict(),
+                    "twin": registry.get_module_twin(device_id, m.module_id).as_dict(),
+                }
+                for m in registry.get_modules(device_id)
+            },
+        }
+    state["statistics"] = registry.get_device_registry_statistics().as_dict()
+    return state
+
+
+def differences(before, after, path="") -> list[str]:
+    """The paths at which two JSON-like documents differ, with both values."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        found = []
+        for key in sorted(before.keys() | after.keys(), key=str):
+            found += differences(before.get(key), after.get(key), f"{path}/{key}")
+        return found
+    return [] if before == after else [f"{path}: {before!r} -> {after!r}"]
+
+
+def not_found(call, *args) -> bool:
+    with pytest.raises(HttpOperationError) as caught:
+        call(*args)
+    return caught.value.response.status_code == 404
+
+
+@pytest.fixture
+def populated(localhub, registry):
+    """Devices and modules with keys, tags, desired and reported properties, all offline."""
+    registry.create_device_with_sas(
+        "d1",
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        "HyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4=",
+        "enabled",
+    )
+    registry.create_device_with_sas("d2", None, None, "disabled", status_reason="retired")
+    registry.create_module_with_sas("d1", "m1", "someone", None, None)
+    registry.create_module_with_sas("d1", "m2", None, None, None)
+    registry.update_twin(
+        "d1", Twin(tags={"site": {"building": "b1"}}, properties=TwinProperties(desired={"a": 1}))
+    )
+    registry.update_twin("d1", desired(a=None, b={"c": [1, 2]}))
+    registry.replace_module_twin("d1", "m1", Twin(tags={"t": 1}, properties=TwinProperties()))
+    registry.update_module_twin("d1", "m1", desired(interval=122))
+
+    key = primary_key(registry.get_device("d1"))
+    client = device_client(localhub, "d1", key)
+    try:
+        client.connect()
+        client.patch_twin_reported_properties({"temp": 21.5, "fw": {"v": "1.0"}})
+        client.patch_twin_reported_properties({"fw": None})
+    finally:
+        client.shutdown()
+    wait_for(
+        lambda: registry.get_device("d1").connection_state == "Disconnected", what="disconnect"
+    )
+
+
+def test_identities_keys_tags_twins_versions_and_etags_survive_a_restart(
+    localhub, registry, populated
+):
+    before = everything(registry)
+
+    localhub.restart()
+
+    assert differences(before, everything(localhub.registry_manager())) == []
+
+
+def test_versions_and_etags_keep_counting_after_a_restart(localhub, registry, populated):
+    before = registry.get_twin("d1")
+
+    localhub.restart()
+    registry = localhub.registry_manager()
+    after = registry.update_twin("d1", desired(z=1), before.etag)
+
+    assert after.properties.desired["$version"] == before.properties.desired["$version"] + 1
+    assert after.version > before.version
+    assert after.etag != before.etag
+
+
+def test_a_device_connected_at_restart_is_disconnected_after_it(localhub, registry):
+    key = primary_key(registry.create_device_with_sas("d1", None, None, "enabled"))
+    client = device_client(localhub, "d1", key, connection_retry=False)
+    try:
+        client.connect()
+        client.patch_twin_reported_properties({"online": True})
+        connected = registry.get_device("d1")
+        assert connected.connection_state == "Connected"
+
+        localhub.restart()
+        wait_for(lambda: not client.connected, what="the client to see the hub go")
+
+        registry = localhub.registry_manager()
+        device = registry.get_device("d1")
+        assert device.connection_state == "Disconnected"
+        assert registry.get_twin("d1").connection_state == "Disconnected"
+        assert registry.get_service_statistics().connected_device_count == 0
+        # The state changed when the hub stopped, so its time moved on.
+        assert device.connection_state_updated_time > connected.connection_state_updated_time
+        assert device.etag == connected.etag
+        assert registry.get_twin("d1").properties.reported["online"] is True
+    finally:
+        client.shutdown()
+
+
+def test_the_time_a_device_disconnected_survives_a_restart(localhub, registry, populated):
+    disconnected = registry.get_device("d1").connection_state_updated_time
+
+    localhub.restart()
+
+    device = localhub.registry_manager().get_device("d1")
+    assert device.connection_state == "Disconnected"
+    assert device.connection_state_updated_time == disconnected
+
+
+def test_the_last_activity_of_a_device_survives_a_restart(localhub, registry):
+    key = primary_key(registry.create_device_with_sas("d1", None, None, "enabled"))
+    client = device_client(localhub, "d1", key)
+    try:
+        client.connect()
+        client.patch_twin_reported_properties({"online": True})
+        after_patch = registry.get_device("d1").last_activity_time
+        client.send_message("telemetry is activity too")
+    finally:
+        client.shutdown()
+    wait_for(
+        lambda: registry.get_device("d1").connection_state == "Disconnected", what="disconnect"
+    )
+    before = registry.get_device("d1").last_activity_time
+    assert before > after_patch
+
+    localhub.restart()
+
+    assert localhub.registry_manager().get_device("d1").last_activity_time == before
+
+
+def test_a_reported_patch_acknowledged_just_before_restart_is_kept(localhub, registry):
+    key = primary_key(registry.create_device_with_sas("d1", None, None, "enabled"))
+    client = device_client(localhub, "d1", key, connection_retry=False)
+    try:
+        client.connect()
+        client.patch_twin_reported_properties({"last": "words"})
+        localhub.restart()
+        wait_for(lambda: not client.connected, what="the client to see the hub go")
+    finally:
+        client.shutdown()
+
+    reported = localhub.registry_manager().get_twin("d1").properties.reported
+    assert reported["last"] == "words"
+
+
+def test_a_desired_change_answered_200_just_before_restart_is_kept(localhub, registry):
+    registry.create_device_with_sas("d1", None, None, "enabled")
+    answered = registry.update_twin("d1", desired(last="words"))
+
+    localhub.restart()
+
+    kept = localhub.registry_manager().get_twin("d1")
+    assert kept.properties.desired == answered.properties.desired
+    assert kept.etag == answered.etag
+
+
+def test_a_deleted_device_stays_deleted_after_restart(localhub, registry, populated):
+    registry.delete_device("d1")
+
+    localhub.restart()
+
+    registry = localhub.registry_manager()
+    assert not_found(registry.get_device, "d1")
+    assert not_found(registry.get_twin, "d1")
+    assert not_found(registry.get_module, "d1", "m1")
+    assert [d.device_id for d in registry.get_devices()] == ["d2"]
+    assert registry.get_device_registry_statistics().total_device_count == 1
+
+
+def test_a_deleted_module_stays_deleted_after_restart(localhub, registry, populated):
+    registry.delete_module("d1", "m2")
+
+    localhub.restart()
+
+    registry = localhub.registry_manager()
+    assert not_found(registry.get_module, "d1", "m2")
+    assert [m.module_id for m in registry.get_modules("d1")] == ["m1"]
+
+
+def test_a_deleted_device_can_be_created_again_after_restart_with_a_fresh_twin(
+    localhub, registry, populated
+):
+    registry.delete_device("d1")
+    localhub.restart()
+    registry = localhub.registry_manager()
+
+    registry.create_device_with_sas("d1", None, None, "enabled")
+
+    twin = registry.get_twin("d1")
+    assert twin.tags in (None, {})
+    assert "b" not in twin.properties.desired
+    assert registry.get_modules("d1") == []
+
+
+def test_subscriptions_survive_a_restart_so_desired_patches_keep_arriving(localhub, registry):
+    registry.create_device_with_sas("d1", None, None, "enabled")
+    key = primary_key(registry.create_module_with_sas("d1", "m1", None, None, None))
+    client = IoTHubModuleClient.create_from_connection_string(
+        localhub.device_connection_string("d1", key, module_id="m1"),
+        server_verification_cert=localhub.ca_pem,
+        connection_retry_interval=1,
+    )
+    patches, states = [], []
+    lock = threading.Lock()
+
+    def on_patch(patch):
+        with lock:
+            patches.append(patch)
+
+    def on_state_change():
+        states.append(client.connected)
+
+    try:
+        client.on_connection_state_change = on_state_change
+        client.connect()
+        client.on_twin_desired_properties_patch_received = on_patch
+        first = registry.update_module_twin("d1", "m1", desired(before=1))
+        expected = {"before": 1, "$version": first.properties.desired["$version"]}
+        wait_for(lambda: expected in patches, what="the patch before the restart")
+
+        localhub.restart()
+
+        wait_for(lambda: False in states, what="the client to notice the restart")
+        wait_for(lambda: states[-1] is True and client.connected, what="the client to reconnect")
+        second = localhub.registry_manager().update_module_twin("d1", "m1", desired(after=2))
+        expected = {"after": 2, "$version": second.properties.desired["$version"]}
+        wait_for(lambda: expected in patches, what="the patch after the restart")
+    finally:
+        client.shutdown()
+
+
+def test_policy_keys_and_the_ca_survive_a_restart(localhub, registry):
+    key = primary_key(registry.create_device_with_sas("d1", None, None, "enabled"))
+    owner = localhub.connection_string
+    reader = localhub.policy_connection_string("registryRead")
+    ca_pem = localhub.ca_pem
+
+    localhub.restart()
+
+    assert localhub.connection_string == owner
+    assert localhub.ca_pem == ca_pem
+    for connection_string in (owner, reader):
+        rm = IoTHubRegistryManager.from_connection_string(connection_string)
+        rm.protocol.config.connection.verify = str(localhub.ca_file)
+        assert rm.get_device("d1").device_id == "d1"
+    client = IoTHubDeviceClient.create_from_connection_string(
+        localhub.device_connection_string("d1", key),
+        server_verification_cert=ca_pem,
+        connection_retry=False,
+    )
+    try:
+        client.connect()
+        assert client.get_twin()["desired"]["$version"] == 1
+    finally:
+        client.shutdown()
+
+
+# -- a hub killed outright, not stopped: acknowledged writes must already be on disk ----
+
+
+class HubProcess:
+    """``python -m localhub`` in a subprocess, so it can be killed with SIGKILL."""
+
+    def __init__(self, data_dir: Path, host: str):
+        self.data_dir, self.host = data_dir, host
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "HubProcess":
+        (self.data_dir / "connection-string").unlink(missing_ok=True)
+        self.process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "localhub", "--data-dir", str(self.data_dir)),
+                *("--host", self.host, "--https-port", "8443"),
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        wait_for(self.ready, timeout=30, what="the hub process to start")
+        return self
+
+    def ready(self) -> bool:
+        assert self.process.poll() is None, "the hub process exited"
+        path = self.data_dir / "connection-string"
+        if not path.exists() or not re.match(r"HostName=.*SharedAccessKey=", path.read_text()):
+            return False
+        try:
+            self.registry_manager().get_device_registry_statistics()
+        except Exception:
+            return False
+        return True
+
+    def registry_manager(self) -> IoTHubRegistryManager:
+        text = (self.data_dir / "connection-string").read_text().strip()
+        rm = IoTHubRegistryManager.from_connection_string(text)
+        rm.protocol.config.connection.verify = str(self.data_dir / "ca.pem")
+        return rm
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+
+@pytest.fixture
+def hub_process(tmp_path):
+    running = HubProcess(tmp_path / "hub", _free_loopback_address())
+    try:
+        yield running
+    finally:
+        running.kill()
+
+
+def test_writes_acknowledged_before_the_hub_is_killed_are_kept(hub_process):
+    hub_process.start()
+    registry = hub_process.registry_manager()
+    key = primary_key(registry.create_device_with_sas("d1", None, None, "enabled"))
+    client = IoTHubDeviceClient.create_from_connection_string(
+        f"HostName={hub_process.host};DeviceId=d1;SharedAccessKey={key}",
+        server_verification_cert=(hub_process.data_dir / "ca.pem").read_text(),
+        connection_retry=False,
+    )
+    try:
+        client.connect()
+        client.patch_twin_reported_properties({"reported": "before the crash"})
+        answered = registry.update_twin("d1", desired(desired="before the crash"))
+        hub_process.kill()
+        wait_for(lambda: not client.connected, what="the client to see the hub go")
+    finally:
+        client.shutdown()
+
+    hub_process.start()
+
+    twin = hub_process.registry_manager().get_twin("d1")
+    assert twin.properties.reported["reported"] == "before the crash"
+    assert twin.properties.desired == answered.properties.desired
+    assert twin.etag == answered.etag
