@@ -59,7 +59,10 @@ def _authorize(hub: Hub, request: web.Request, needed: tuple[str, ...]) -> None:
 
 
 async def _body(request: web.Request):
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as e:
+        raise HubError("RequestEntityTooLarge", f"request bodies are limited to {MAX_BODY}") from e
     if not raw:
         return None
     try:
@@ -120,13 +123,21 @@ class RestApi:
                 raise HubError("MethodNotAllowed", f"{request.method} is not allowed on {path}")
             return await handler(request, *ids)
         except HubError as e:
-            return web.Response(
-                body=e.rest_body(),
-                status=e.status,
-                content_type="application/json",
-                charset="utf-8",
-                headers={"iothub-errorcode": e.name},
-            )
+            return self._error(e)
+        except Exception:
+            # A bug of ours must not become aiohttp's bare text page: answer as IoT Hub does.
+            log.exception("error handling %s %s", request.method, path)
+            return self._error(HubError("ServerError", "localhub failed on this request"))
+
+    @staticmethod
+    def _error(e: HubError) -> web.Response:
+        return web.Response(
+            body=e.rest_body(),
+            status=e.status,
+            content_type="application/json",
+            charset="utf-8",
+            headers={"iothub-errorcode": e.name},
+        )
 
     # -- identities -----------------------------------------------------------------------
     async def list_devices(self, request):
