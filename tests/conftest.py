@@ -1,14 +1,19 @@
 """Shared fixtures: a real localhub on a loopback address of its own, per test."""
 
 import asyncio
+import contextlib
 import errno
 import random
 import socket
 import threading
 from pathlib import Path
 
+import azure.iot.device
 import pytest
+from azure.iot.device import aio as device_aio
+from azure.iot.device.common.pipeline.pipeline_exceptions import PipelineNotRunning
 from azure.iot.hub import IoTHubRegistryManager
+from support import registry_manager_for
 
 from localhub.server import LocalHub, Settings
 
@@ -110,15 +115,24 @@ class HubThread:
         return f"HostName={self.host}:8443;SharedAccessKeyName={policy};SharedAccessKey={key}"
 
     def registry_manager(self, connection_string: str | None = None) -> IoTHubRegistryManager:
-        rm = IoTHubRegistryManager.from_connection_string(
-            connection_string or self.connection_string
-        )
-        rm.protocol.config.connection.verify = str(self.ca_file)
-        return rm
+        return registry_manager_for(self.settings.data_dir, connection_string)
 
     def device_connection_string(self, device_id: str, key: str, module_id: str = "") -> str:
         text = f"HostName={self.host};DeviceId={device_id};SharedAccessKey={key}"
         return f"{text};ModuleId={module_id}" if module_id else text
+
+    def device_client(
+        self, device_id: str, key: str, module_id: str = "", aio: bool = False, **options
+    ):
+        """An SDK device client, or module client when ``module_id`` is given, trusting this
+        hub's CA; ``aio=True`` for the asyncio one. The caller shuts it down."""
+        sdk = device_aio if aio else azure.iot.device
+        kind = sdk.IoTHubModuleClient if module_id else sdk.IoTHubDeviceClient
+        return kind.create_from_connection_string(
+            self.device_connection_string(device_id, key, module_id),
+            server_verification_cert=self.ca_pem,
+            **options,
+        )
 
 
 @pytest.fixture
@@ -131,3 +145,33 @@ def localhub(tmp_path):
 @pytest.fixture
 def registry(localhub):
     return localhub.registry_manager()
+
+
+@pytest.fixture
+def client_for(localhub):
+    """Build sync SDK clients from an identity and its key; every one is shut down afterwards."""
+    made = []
+
+    def build(device_id, key, module_id="", **options):
+        made.append(localhub.device_client(device_id, key, module_id, **options))
+        return made[-1]
+
+    yield build
+    for client in made:
+        # A test may have shut its client down already; a second shutdown raises this.
+        with contextlib.suppress(PipelineNotRunning):
+            client.shutdown()
+
+
+@pytest.fixture
+async def aio_client_for(localhub):
+    """Build asyncio SDK clients from an identity and its key; every one is shut down afterwards."""
+    made = []
+
+    def build(device_id, key, module_id="", **options):
+        made.append(localhub.device_client(device_id, key, module_id, aio=True, **options))
+        return made[-1]
+
+    yield build
+    for client in made:
+        await client.shutdown()

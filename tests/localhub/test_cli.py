@@ -1,60 +1,34 @@
 """``python -m localhub``: first start, signals, restarts, side-by-side hubs, errors."""
 
 import ipaddress
-import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from azure.iot.device import IoTHubDeviceClient
-from azure.iot.hub import IoTHubRegistryManager
 from conftest import _free_loopback_address
 from cryptography import x509
 from msrest.exceptions import HttpOperationError
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_for(predicate, timeout: float = 10, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+from support import LocalhubProcess, wait_for
 
 
-class Cli:
+class Cli(LocalhubProcess):
     """One ``python -m localhub`` process, with its output collected as it comes."""
 
     def __init__(self, data_dir: Path, host: str):
-        self.data_dir, self.host = data_dir, host
-        self.process: subprocess.Popen | None = None
+        super().__init__(data_dir, host)
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self._readers: list[threading.Thread] = []
 
     def start(self) -> "Cli":
         self.stdout, self.stderr = [], []
-        self.process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "localhub", "--data-dir", str(self.data_dir)),
-                *("--host", self.host, "--https-port", "8443"),
-            ],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        self.spawn(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self._readers = [
             threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
             for stream, lines in (
@@ -100,22 +74,6 @@ class Cli:
     def stop(self, sig=signal.SIGTERM, timeout: float = 10) -> int:
         self.process.send_signal(sig)
         return self.exit_code(timeout)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    @property
-    def connection_string(self) -> str:
-        return (self.data_dir / "connection-string").read_text().strip()
-
-    def registry_manager(self, connection_string: str | None = None) -> IoTHubRegistryManager:
-        rm = IoTHubRegistryManager.from_connection_string(
-            connection_string or self.connection_string
-        )
-        rm.protocol.config.connection.verify = str(self.data_dir / "ca.pem")
-        return rm
 
 
 @pytest.fixture
@@ -208,7 +166,7 @@ def test_a_signal_stops_the_hub_while_a_device_is_connected(cli):
 
         assert cli.stop(signal.SIGTERM) == 0
         assert "Traceback" not in cli.errors
-        wait_for(lambda: not device.connected, what="the device to see the hub go")
+        wait_for(lambda: not device.connected, what="the device to see the hub go", timeout=10)
     finally:
         device.shutdown()
 

@@ -9,52 +9,14 @@ import time
 
 import paho.mqtt.client as paho
 import pytest
-from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient
-from azure.iot.device.common.pipeline.pipeline_exceptions import PipelineNotRunning
+from azure.iot.device import IoTHubDeviceClient
 from azure.iot.device.exceptions import CredentialError
 from azure.iot.hub.models import Twin, TwinProperties
+from support import primary_key, wait_for
 
 from localhub import sas
 
 CONNACK_ACCEPTED, CONNACK_NOT_AUTHORIZED = 0, 5
-
-
-def wait_for(predicate, timeout=5.0, interval=0.05):
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-
-
-def primary_key(identity):
-    return identity.authentication.symmetric_key.primary_key
-
-
-@pytest.fixture
-def client_for(localhub):
-    """Build SDK clients from connection strings; every one is shut down afterwards."""
-    made = []
-
-    def build(device_id, key, module_id="", **kwargs):
-        cls = IoTHubModuleClient if module_id else IoTHubDeviceClient
-        client = cls.create_from_connection_string(
-            localhub.device_connection_string(device_id, key, module_id),
-            server_verification_cert=localhub.ca_pem,
-            **kwargs,
-        )
-        made.append(client)
-        return client
-
-    yield build
-    for client in made:
-        # A test may have shut its client down already; a second shutdown raises this.
-        with contextlib.suppress(PipelineNotRunning):
-            client.shutdown()
 
 
 @contextlib.contextmanager

@@ -2,98 +2,20 @@
 reach only the identity they belong to."""
 
 import asyncio
-import contextlib
 import time
 
 import pytest
-from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient
-from azure.iot.device import aio as device_aio
-from azure.iot.device.common.pipeline.pipeline_exceptions import PipelineNotRunning
 from azure.iot.device.exceptions import ClientError
 from azure.iot.hub.models import Twin, TwinProperties
+from support import async_wait_for, create_identities, desired, wait_for
 
 QUIET_PERIOD = 0.5  # how long a connection is watched to show that nothing reaches it
-
-
-def wait_for(predicate, timeout=5.0, interval=0.05):
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-
-
-async def async_wait_for(predicate, timeout=5.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
-
-
-def primary_key(identity):
-    return identity.authentication.symmetric_key.primary_key
-
-
-def desired(values):
-    return Twin(properties=TwinProperties(desired=values))
-
-
-@pytest.fixture
-def client_for(localhub):
-    """Build sync SDK clients from connection strings; every one is shut down afterwards."""
-    made = []
-
-    def build(device_id, key, module_id="", **kwargs):
-        cls = IoTHubModuleClient if module_id else IoTHubDeviceClient
-        client = cls.create_from_connection_string(
-            localhub.device_connection_string(device_id, key, module_id),
-            server_verification_cert=localhub.ca_pem,
-            **kwargs,
-        )
-        made.append(client)
-        return client
-
-    yield build
-    for client in made:
-        with contextlib.suppress(PipelineNotRunning):  # already shut down by the test
-            client.shutdown()
-
-
-@pytest.fixture
-async def aio_client_for(localhub):
-    """Build asyncio SDK clients from connection strings; every one is shut down afterwards."""
-    made = []
-
-    def build(device_id, key, module_id=""):
-        cls = device_aio.IoTHubModuleClient if module_id else device_aio.IoTHubDeviceClient
-        client = cls.create_from_connection_string(
-            localhub.device_connection_string(device_id, key, module_id),
-            server_verification_cert=localhub.ca_pem,
-        )
-        made.append(client)
-        return client
-
-    yield build
-    for client in made:
-        await client.shutdown()
 
 
 @pytest.fixture
 def d1(registry):
     """Device d1 with modules m1 and m2: their primary keys by module id ('' for the device)."""
-    keys = {"": primary_key(registry.create_device_with_sas("d1", None, None, "enabled"))}
-    for module_id in ("m1", "m2"):
-        module = registry.create_module_with_sas("d1", module_id, None, None, None)
-        keys[module_id] = primary_key(module)
-    return keys
+    return create_identities(registry, "d1", "m1", "m2")
 
 
 # Twin GET

@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-from azure.iot.hub import IoTHubRegistryManager
 from conftest import _free_loopback_address
+from support import REPO, registry_manager_for, wait_for
 
-REPOSITORY = Path(__file__).resolve().parents[2]
 CREATE = "examples/create_identities.py"
 UPDATE = "examples/update_module_twin.py"
 LISTENER = "examples/module_twin_listener.py"
@@ -62,14 +61,6 @@ class Lines:
         return self.seen
 
 
-def wait_for(predicate, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{predicate.__doc__ or predicate} still false after {timeout} s")
-        time.sleep(0.05)
-
-
 def stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.terminate()
@@ -88,7 +79,7 @@ def hub_dir(tmp_path_factory):
     with open(data_dir.parent / "localhub.log", "w") as log:
         hub = subprocess.Popen(
             [sys.executable, *command],
-            cwd=REPOSITORY,
+            cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
@@ -110,7 +101,7 @@ def run_example(script: str, env: dict[str, str]) -> subprocess.CompletedProcess
     """``python examples/….py`` from the repository root, as examples/README.md shows."""
     return subprocess.run(
         [sys.executable, script],
-        cwd=REPOSITORY,
+        cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
@@ -118,19 +109,11 @@ def run_example(script: str, env: dict[str, str]) -> subprocess.CompletedProcess
     )
 
 
-def registry_manager(hub_dir: Path) -> IoTHubRegistryManager:
-    rm = IoTHubRegistryManager.from_connection_string(
-        (hub_dir / "connection-string").read_text().strip()
-    )
-    rm.protocol.config.connection.verify = str(hub_dir / "ca.pem")
-    return rm
-
-
 def start_listener(hub_dir: Path) -> tuple[subprocess.Popen, Lines]:
     """The listener as a user starts it, with its stdout and stderr as one stream of lines."""
     listener = subprocess.Popen(
         [sys.executable, LISTENER],
-        cwd=REPOSITORY,
+        cwd=REPO,
         env=example_env(hub_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -147,7 +130,7 @@ def test_create_identities_prints_both_primary_keys_and_the_same_ones_when_run_a
     assert again.returncode == 0, again.stderr
     keys = re.findall(r"primary key: (\S+)", first.stdout)
     assert re.findall(r"primary key: (\S+)", again.stdout) == keys
-    rm = registry_manager(hub_dir)
+    rm = registry_manager_for(hub_dir)
     assert keys == [
         rm.get_device("myFirstDevice").authentication.symmetric_key.primary_key,
         rm.get_module("myFirstDevice", "myFirstModule").authentication.symmetric_key.primary_key,
@@ -166,13 +149,13 @@ def test_listener_prints_the_desired_patch_and_reports_the_interval_back(hub_dir
 
         patch = output.wait_for("Desired properties patch: ")
         assert json.loads(patch.split(": ", 1)[1])["telemetryInterval"] == 122
-        rm = registry_manager(hub_dir)
+        rm = registry_manager_for(hub_dir)
 
         def reported_interval_is_122():
             twin = rm.get_module_twin("myFirstDevice", "myFirstModule")
             return twin.properties.reported.get("telemetryInterval") == 122
 
-        wait_for(reported_interval_is_122)
+        wait_for(reported_interval_is_122, timeout=10, what="telemetryInterval 122 reported")
     finally:
         stop(listener)
 

@@ -2,53 +2,20 @@
 
 import asyncio
 import concurrent.futures
-import contextlib
 import queue
 import time
 
 import pytest
-from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient, MethodResponse
-from azure.iot.device import aio as device_aio
-from azure.iot.device.common.pipeline.pipeline_exceptions import PipelineNotRunning
+from azure.iot.device import MethodResponse
 from azure.iot.hub.models import CloudToDeviceMethod
-from msrest.exceptions import HttpOperationError
+from support import create_identities, http_error
 
 MIN_RESPONSE_TIMEOUT = 5  # seconds; the smallest responseTimeoutInSeconds IoT Hub accepts
 QUIET_PERIOD = 0.5  # how long a connection is watched to show that nothing reaches it
 
 
-def primary_key(identity):
-    return identity.authentication.symmetric_key.primary_key
-
-
 def method(name="reboot", payload=None, **timeouts):
     return CloudToDeviceMethod(method_name=name, payload=payload, **timeouts)
-
-
-def http_error(call, *args):
-    with pytest.raises(HttpOperationError) as caught:
-        call(*args)
-    return caught.value.response
-
-
-@pytest.fixture
-def client_for(localhub):
-    """Build sync SDK clients from connection strings; every one is shut down afterwards."""
-    made = []
-
-    def build(device_id, key, module_id=""):
-        cls = IoTHubModuleClient if module_id else IoTHubDeviceClient
-        client = cls.create_from_connection_string(
-            localhub.device_connection_string(device_id, key, module_id),
-            server_verification_cert=localhub.ca_pem,
-        )
-        made.append(client)
-        return client
-
-    yield build
-    for client in made:
-        with contextlib.suppress(PipelineNotRunning):  # already shut down by the test
-            client.shutdown()
 
 
 def answering(client, status=200, payload_for=lambda request: {"ok": True}):
@@ -68,10 +35,7 @@ def answering(client, status=200, payload_for=lambda request: {"ok": True}):
 @pytest.fixture
 def d1(registry):
     """Device d1 with module m1: their primary keys by module id ('' for the device)."""
-    return {
-        "": primary_key(registry.create_device_with_sas("d1", None, None, "enabled")),
-        "m1": primary_key(registry.create_module_with_sas("d1", "m1", None, None, None)),
-    }
+    return create_identities(registry, "d1", "m1")
 
 
 # Round trips
@@ -131,10 +95,7 @@ def test_a_device_method_does_not_go_to_its_modules(registry, d1, client_for):
 
 
 async def test_an_asyncio_module_answers_a_method(registry, localhub, d1):
-    client = device_aio.IoTHubModuleClient.create_from_connection_string(
-        localhub.device_connection_string("d1", d1["m1"], "m1"),
-        server_verification_cert=localhub.ca_pem,
-    )
+    client = localhub.device_client("d1", d1["m1"], "m1", aio=True)
 
     async def on_request(request):
         response = {"doubled": request.payload * 2}

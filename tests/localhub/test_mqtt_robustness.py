@@ -25,6 +25,7 @@ CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
 SUBSCRIBE, SUBACK, PINGREQ, PINGRESP = 8, 9, 12, 13
 
 # -- a tiny MQTT 3.1.1 client ----------------------------------------------------------
+# Written apart from localhub/mqtt_packets.py on purpose, so that a codec bug cannot hide itself.
 
 
 def _varint(n: int) -> bytes:

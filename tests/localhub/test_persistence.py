@@ -1,49 +1,14 @@
 """What a hub knows survives a restart: identities, keys, twins, versions, sessions."""
 
-import os
 import re
-import signal
 import subprocess
-import sys
 import threading
-import time
-from pathlib import Path
 
 import pytest
-from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient
-from azure.iot.hub import IoTHubRegistryManager
+from azure.iot.device import IoTHubDeviceClient
 from azure.iot.hub.models import Twin, TwinProperties
 from conftest import _free_loopback_address
-from msrest.exceptions import HttpOperationError
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_for(predicate, timeout: float = 10, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def desired(**values) -> Twin:
-    return Twin(properties=TwinProperties(desired=values))
-
-
-def device_client(localhub, device_id: str, key: str, **options) -> IoTHubDeviceClient:
-    return IoTHubDeviceClient.create_from_connection_string(
-        localhub.device_connection_string(device_id, key),
-        server_verification_cert=localhub.ca_pem,
-        **options,
-    )
-
-
-def primary_key(identity) -> str:
-    return identity.authentication.symmetric_key.primary_key
+from support import LocalhubProcess, desired, http_error, primary_key, wait_for
 
 
 def everything(registry) -> dict:
@@ -76,10 +41,17 @@ def differences(before, after, path="") -> list[str]:
     return [] if before == after else [f"{path}: {before!r} -> {after!r}"]
 
 
+def wait_until_disconnected(registry, device_id: str = "d1") -> None:
+    """The hub records a disconnection just after the client's shutdown returns."""
+    wait_for(
+        lambda: registry.get_device(device_id).connection_state == "Disconnected",
+        timeout=10,
+        what=f"{device_id} to show as disconnected",
+    )
+
+
 def not_found(call, *args) -> bool:
-    with pytest.raises(HttpOperationError) as caught:
-        call(*args)
-    return caught.value.response.status_code == 404
+    return http_error(call, *args).status_code == 404
 
 
 @pytest.fixture
@@ -97,21 +69,19 @@ def populated(localhub, registry):
     registry.update_twin(
         "d1", Twin(tags={"site": {"building": "b1"}}, properties=TwinProperties(desired={"a": 1}))
     )
-    registry.update_twin("d1", desired(a=None, b={"c": [1, 2]}))
+    registry.update_twin("d1", desired({"a": None, "b": {"c": [1, 2]}}))
     registry.replace_module_twin("d1", "m1", Twin(tags={"t": 1}, properties=TwinProperties()))
-    registry.update_module_twin("d1", "m1", desired(interval=122))
+    registry.update_module_twin("d1", "m1", desired({"interval": 122}))
 
     key = primary_key(registry.get_device("d1"))
-    client = device_client(localhub, "d1", key)
+    client = localhub.device_client("d1", key)
     try:
         client.connect()
         client.patch_twin_reported_properties({"temp": 21.5, "fw": {"v": "1.0"}})
         client.patch_twin_reported_properties({"fw": None})
     finally:
         client.shutdown()
-    wait_for(
-        lambda: registry.get_device("d1").connection_state == "Disconnected", what="disconnect"
-    )
+    wait_until_disconnected(registry)
 
 
 def test_identities_keys_tags_twins_versions_and_etags_survive_a_restart(
@@ -129,7 +99,7 @@ def test_versions_and_etags_keep_counting_after_a_restart(localhub, registry, po
 
     localhub.restart()
     registry = localhub.registry_manager()
-    after = registry.update_twin("d1", desired(z=1), before.etag)
+    after = registry.update_twin("d1", desired({"z": 1}), before.etag)
 
     assert after.properties.desired["$version"] == before.properties.desired["$version"] + 1
     assert after.version > before.version
@@ -138,7 +108,7 @@ def test_versions_and_etags_keep_counting_after_a_restart(localhub, registry, po
 
 def test_a_device_connected_at_restart_is_disconnected_after_it(localhub, registry):
     key = primary_key(registry.create_device_with_sas("d1", None, None, "enabled"))
-    client = device_client(localhub, "d1", key, connection_retry=False)
+    client = localhub.device_client("d1", key, connection_retry=False)
     try:
         client.connect()
         client.patch_twin_reported_properties({"online": True})
@@ -146,7 +116,7 @@ def test_a_device_connected_at_restart_is_disconnected_after_it(localhub, regist
         assert connected.connection_state == "Connected"
 
         localhub.restart()
-        wait_for(lambda: not client.connected, what="the client to see the hub go")
+        wait_for(lambda: not client.connected, what="the client to see the hub go", timeout=10)
 
         registry = localhub.registry_manager()
         device = registry.get_device("d1")
@@ -173,7 +143,7 @@ def test_the_time_a_device_disconnected_survives_a_restart(localhub, registry, p
 
 def test_the_last_activity_of_a_device_survives_a_restart(localhub, registry):
     key = primary_key(registry.create_device_with_sas("d1", None, None, "enabled"))
-    client = device_client(localhub, "d1", key)
+    client = localhub.device_client("d1", key)
     try:
         client.connect()
         client.patch_twin_reported_properties({"online": True})
@@ -181,9 +151,7 @@ def test_the_last_activity_of_a_device_survives_a_restart(localhub, registry):
         client.send_message("telemetry is activity too")
     finally:
         client.shutdown()
-    wait_for(
-        lambda: registry.get_device("d1").connection_state == "Disconnected", what="disconnect"
-    )
+    wait_until_disconnected(registry)
     before = registry.get_device("d1").last_activity_time
     assert before > after_patch
 
@@ -194,12 +162,12 @@ def test_the_last_activity_of_a_device_survives_a_restart(localhub, registry):
 
 def test_a_reported_patch_acknowledged_just_before_restart_is_kept(localhub, registry):
     key = primary_key(registry.create_device_with_sas("d1", None, None, "enabled"))
-    client = device_client(localhub, "d1", key, connection_retry=False)
+    client = localhub.device_client("d1", key, connection_retry=False)
     try:
         client.connect()
         client.patch_twin_reported_properties({"last": "words"})
         localhub.restart()
-        wait_for(lambda: not client.connected, what="the client to see the hub go")
+        wait_for(lambda: not client.connected, what="the client to see the hub go", timeout=10)
     finally:
         client.shutdown()
 
@@ -209,7 +177,7 @@ def test_a_reported_patch_acknowledged_just_before_restart_is_kept(localhub, reg
 
 def test_a_desired_change_answered_200_just_before_restart_is_kept(localhub, registry):
     registry.create_device_with_sas("d1", None, None, "enabled")
-    answered = registry.update_twin("d1", desired(last="words"))
+    answered = registry.update_twin("d1", desired({"last": "words"}))
 
     localhub.restart()
 
@@ -259,11 +227,7 @@ def test_a_deleted_device_can_be_created_again_after_restart_with_a_fresh_twin(
 def test_subscriptions_survive_a_restart_so_desired_patches_keep_arriving(localhub, registry):
     registry.create_device_with_sas("d1", None, None, "enabled")
     key = primary_key(registry.create_module_with_sas("d1", "m1", None, None, None))
-    client = IoTHubModuleClient.create_from_connection_string(
-        localhub.device_connection_string("d1", key, module_id="m1"),
-        server_verification_cert=localhub.ca_pem,
-        connection_retry_interval=1,
-    )
+    client = localhub.device_client("d1", key, "m1", connection_retry_interval=1)
     patches, states = [], []
     lock = threading.Lock()
 
@@ -278,17 +242,21 @@ def test_subscriptions_survive_a_restart_so_desired_patches_keep_arriving(localh
         client.on_connection_state_change = on_state_change
         client.connect()
         client.on_twin_desired_properties_patch_received = on_patch
-        first = registry.update_module_twin("d1", "m1", desired(before=1))
+        first = registry.update_module_twin("d1", "m1", desired({"before": 1}))
         expected = {"before": 1, "$version": first.properties.desired["$version"]}
-        wait_for(lambda: expected in patches, what="the patch before the restart")
+        wait_for(lambda: expected in patches, what="the patch before the restart", timeout=10)
 
         localhub.restart()
 
-        wait_for(lambda: False in states, what="the client to notice the restart")
-        wait_for(lambda: states[-1] is True and client.connected, what="the client to reconnect")
-        second = localhub.registry_manager().update_module_twin("d1", "m1", desired(after=2))
+        wait_for(lambda: False in states, what="the client to notice the restart", timeout=10)
+        wait_for(
+            lambda: states[-1] is True and client.connected,
+            what="the client to reconnect",
+            timeout=10,
+        )
+        second = localhub.registry_manager().update_module_twin("d1", "m1", desired({"after": 2}))
         expected = {"after": 2, "$version": second.properties.desired["$version"]}
-        wait_for(lambda: expected in patches, what="the patch after the restart")
+        wait_for(lambda: expected in patches, what="the patch after the restart", timeout=10)
     finally:
         client.shutdown()
 
@@ -304,9 +272,7 @@ def test_policy_keys_and_the_ca_survive_a_restart(localhub, registry):
     assert localhub.connection_string == owner
     assert localhub.ca_pem == ca_pem
     for connection_string in (owner, reader):
-        rm = IoTHubRegistryManager.from_connection_string(connection_string)
-        rm.protocol.config.connection.verify = str(localhub.ca_file)
-        assert rm.get_device("d1").device_id == "d1"
+        assert localhub.registry_manager(connection_string).get_device("d1").device_id == "d1"
     client = IoTHubDeviceClient.create_from_connection_string(
         localhub.device_connection_string("d1", key),
         server_verification_cert=ca_pem,
@@ -322,25 +288,12 @@ def test_policy_keys_and_the_ca_survive_a_restart(localhub, registry):
 # -- a hub killed outright, not stopped: acknowledged writes must already be on disk ----
 
 
-class HubProcess:
+class HubProcess(LocalhubProcess):
     """``python -m localhub`` in a subprocess, so it can be killed with SIGKILL."""
-
-    def __init__(self, data_dir: Path, host: str):
-        self.data_dir, self.host = data_dir, host
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> "HubProcess":
         (self.data_dir / "connection-string").unlink(missing_ok=True)
-        self.process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "localhub", "--data-dir", str(self.data_dir)),
-                *("--host", self.host, "--https-port", "8443"),
-            ],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        self.spawn(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.ready, timeout=30, what="the hub process to start")
         return self
 
@@ -354,17 +307,6 @@ class HubProcess:
         except Exception:
             return False
         return True
-
-    def registry_manager(self) -> IoTHubRegistryManager:
-        text = (self.data_dir / "connection-string").read_text().strip()
-        rm = IoTHubRegistryManager.from_connection_string(text)
-        rm.protocol.config.connection.verify = str(self.data_dir / "ca.pem")
-        return rm
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
 
 
 @pytest.fixture
@@ -388,9 +330,9 @@ def test_writes_acknowledged_before_the_hub_is_killed_are_kept(hub_process):
     try:
         client.connect()
         client.patch_twin_reported_properties({"reported": "before the crash"})
-        answered = registry.update_twin("d1", desired(desired="before the crash"))
+        answered = registry.update_twin("d1", desired({"desired": "before the crash"}))
         hub_process.kill()
-        wait_for(lambda: not client.connected, what="the client to see the hub go")
+        wait_for(lambda: not client.connected, what="the client to see the hub go", timeout=10)
     finally:
         client.shutdown()
 

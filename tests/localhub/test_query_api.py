@@ -5,7 +5,6 @@ import json
 from contextlib import contextmanager
 
 import pytest
-from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient
 from azure.iot.hub.models import QuerySpecification, Twin, TwinProperties
 from msrest.exceptions import HttpOperationError
 
@@ -49,11 +48,7 @@ def query_error(registry, text):
 
 @contextmanager
 def connected(localhub, device_id, key, module_id=""):
-    cs = localhub.device_connection_string(device_id, key, module_id)
-    kind = IoTHubModuleClient if module_id else IoTHubDeviceClient
-    client = kind.create_from_connection_string(
-        cs, server_verification_cert=localhub.ca_pem, connection_retry=False
-    )
+    client = localhub.device_client(device_id, key, module_id, connection_retry=False)
     try:
         client.connect()
         yield client

@@ -6,70 +6,25 @@ service token the SDK itself builds.
 """
 
 import base64
-import json
-import os
-import time
 from datetime import datetime
 from urllib.parse import quote
 
 import pytest
-import requests
-from azure.iot.device import IoTHubDeviceClient
-from azure.iot.hub.sastoken import SasToken
-from msrest.exceptions import HttpOperationError
-
-API_VERSION = "2021-04-12"
-
-
-def new_key(size: int = 32) -> str:
-    return base64.b64encode(os.urandom(size)).decode()
-
-
-def http_error(call, *args, **kwargs):
-    """The response of an SDK call that must fail with an HTTP error status."""
-    with pytest.raises(HttpOperationError) as caught:
-        call(*args, **kwargs)
-    return caught.value.response
-
-
-def error_detail(response) -> dict:
-    """The error the hub nests, as JSON text, inside the body's "Message" string."""
-    return json.loads(response.json()["Message"])
+from support import (
+    error_detail,
+    http_error,
+    new_key,
+    primary_key,
+    rest_request,
+    service_token,
+    wait_for,
+)
 
 
 def assert_error(response, status: int, reason: str, code: int) -> None:
     assert response.status_code == status
     assert response.reason == reason
     assert error_detail(response)["errorCode"] == code
-
-
-def service_token(localhub) -> str:
-    fields = dict(part.split("=", 1) for part in localhub.connection_string.split(";"))
-    return str(
-        SasToken(fields["HostName"], fields["SharedAccessKey"], fields["SharedAccessKeyName"])
-    )
-
-
-def raw_request(localhub, method: str, path: str, **kwargs) -> requests.Response:
-    headers = {"Authorization": service_token(localhub), **kwargs.pop("headers", {})}
-    return requests.request(
-        method,
-        f"https://{localhub.host}:8443{path}",
-        params={"api-version": API_VERSION},
-        headers=headers,
-        verify=localhub.ca_file,
-        timeout=10,
-        **kwargs,
-    )
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
 
 
 # -- keys ---------------------------------------------------------------------------------
@@ -198,7 +153,7 @@ def test_get_devices_with_invalid_top_is_bad_request(localhub, registry, top):
     for device_id in ("a1", "b2"):
         registry.create_device_with_sas(device_id, None, None, "enabled")
 
-    response = raw_request(localhub, "GET", f"/devices?top={top}")
+    response = rest_request(localhub, "GET", f"/devices?top={top}", service_token(localhub))
 
     assert_error(response, 400, "Bad Request", 400004)
 
@@ -507,10 +462,11 @@ def test_module_ids_with_allowed_special_characters_round_trip(registry, module_
 def test_percent_encoded_path_is_decoded_once(localhub, registry):
     registry.create_device_with_sas("a+b%20c", None, None, "enabled")
 
-    exact = raw_request(localhub, "GET", "/devices/" + quote("a+b%20c", safe=""))
-    double_decoded = raw_request(localhub, "GET", "/devices/a%2Bb%20c")
-    plus_as_space = raw_request(localhub, "GET", "/devices/a%20b%2520c")
-    literal_plus = raw_request(localhub, "GET", "/devices/a+b%2520c")
+    token = service_token(localhub)
+    exact = rest_request(localhub, "GET", "/devices/" + quote("a+b%20c", safe=""), token)
+    double_decoded = rest_request(localhub, "GET", "/devices/a%2Bb%20c", token)
+    plus_as_space = rest_request(localhub, "GET", "/devices/a%20b%2520c", token)
+    literal_plus = rest_request(localhub, "GET", "/devices/a+b%2520c", token)
 
     assert exact.status_code == 200
     assert exact.json()["deviceId"] == "a+b%20c"
@@ -566,11 +522,7 @@ def test_service_statistics_count_connected_devices(localhub, registry):
     registry.create_device_with_sas("idle", None, None, "enabled")
     assert registry.get_service_statistics().connected_device_count == 0
 
-    client = IoTHubDeviceClient.create_from_connection_string(
-        localhub.device_connection_string("d1", device.authentication.symmetric_key.primary_key),
-        server_verification_cert=localhub.ca_pem,
-        connection_retry=False,
-    )
+    client = localhub.device_client("d1", primary_key(device), connection_retry=False)
     try:
         client.connect()
         assert registry.get_service_statistics().connected_device_count == 1
@@ -579,7 +531,9 @@ def test_service_statistics_count_connected_devices(localhub, registry):
     finally:
         client.shutdown()
 
-    assert wait_for(lambda: registry.get_service_statistics().connected_device_count == 0)
+    assert wait_for(
+        lambda: registry.get_service_statistics().connected_device_count == 0, timeout=10
+    )
     assert registry.get_device("d1").connection_state == "Disconnected"
 
 
@@ -592,10 +546,11 @@ def test_service_statistics_count_connected_devices(localhub, registry):
     ids=["garbage", "truncated", "array", "string"],
 )
 def test_bad_json_body_is_bad_request_and_the_hub_keeps_serving(localhub, registry, body):
-    response = raw_request(
+    response = rest_request(
         localhub,
         "PUT",
         "/devices/d1",
+        service_token(localhub),
         data=body,
         headers={"Content-Type": "application/json; charset=utf-8"},
     )
@@ -610,14 +565,18 @@ def test_bad_json_body_is_bad_request_and_the_hub_keeps_serving(localhub, regist
 def test_bad_json_module_body_is_bad_request(localhub, registry):
     registry.create_device_with_sas("d1", None, None, "enabled")
 
-    response = raw_request(localhub, "PUT", "/devices/d1/modules/m1", data=b'{"moduleId": ')
+    response = rest_request(
+        localhub, "PUT", "/devices/d1/modules/m1", service_token(localhub), data=b'{"moduleId": '
+    )
 
     assert_error(response, 400, "Bad Request", 400004)
     assert registry.get_modules("d1") == []
 
 
 def test_minimal_body_creates_a_sas_device_with_generated_keys(localhub, registry):
-    response = raw_request(localhub, "PUT", "/devices/d1", json={"deviceId": "d1"})
+    response = rest_request(
+        localhub, "PUT", "/devices/d1", service_token(localhub), json={"deviceId": "d1"}
+    )
 
     assert response.status_code == 200
     device = registry.get_device("d1")
@@ -627,10 +586,11 @@ def test_minimal_body_creates_a_sas_device_with_generated_keys(localhub, registr
 
 
 def test_body_device_id_must_match_the_url(localhub, registry):
-    response = raw_request(
+    response = rest_request(
         localhub,
         "PUT",
         "/devices/d1",
+        service_token(localhub),
         json={"deviceId": "d2", "status": "enabled", "authentication": {"type": "sas"}},
     )
 

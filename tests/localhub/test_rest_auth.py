@@ -5,36 +5,24 @@ wrong key, an unknown policy); tokens the SDK never builds (missing, malformed, 
 for another hub) are sent with ``requests``.
 """
 
-import base64
-import json
-import os
 import threading
 
 import pytest
 import requests
-from azure.iot.device import IoTHubDeviceClient, MethodResponse
+from azure.iot.device import MethodResponse
 from azure.iot.hub.models import CloudToDeviceMethod, Twin, TwinProperties
-from azure.iot.hub.sastoken import SasToken
-from msrest.exceptions import HttpOperationError
+from support import (
+    connection_string_fields,
+    error_detail,
+    http_error,
+    new_key,
+    owner_key,
+    primary_key,
+    rest_request,
+    service_token,
+)
 
 from localhub import sas
-
-API_VERSION = "2021-04-12"
-
-
-def new_key(size: int = 32) -> str:
-    return base64.b64encode(os.urandom(size)).decode()
-
-
-def http_error(call, *args, **kwargs):
-    """The response of an SDK call that must fail with an HTTP error status."""
-    with pytest.raises(HttpOperationError) as caught:
-        call(*args, **kwargs)
-    return caught.value.response
-
-
-def error_detail(response) -> dict:
-    return json.loads(response.json()["Message"])
 
 
 def assert_unauthorized(response, words: str = "") -> None:
@@ -46,28 +34,8 @@ def assert_unauthorized(response, words: str = "") -> None:
     assert words.lower() in detail["message"].lower()
 
 
-def connection_string_fields(text: str) -> dict:
-    return dict(part.split("=", 1) for part in text.split(";"))
-
-
-def owner_key(localhub) -> str:
-    return connection_string_fields(localhub.connection_string)["SharedAccessKey"]
-
-
-def sdk_token(localhub, key: str | None = None, policy: str = "iothubowner") -> str:
-    """A service token exactly as azure-iot-hub builds one."""
-    return str(SasToken(f"{localhub.host}:8443", key or owner_key(localhub), policy))
-
-
 def get(localhub, path: str, authorization: str | None) -> requests.Response:
-    headers = {} if authorization is None else {"Authorization": authorization}
-    return requests.get(
-        f"https://{localhub.host}:8443{path}",
-        params={"api-version": API_VERSION},
-        headers=headers,
-        verify=localhub.ca_file,
-        timeout=10,
-    )
+    return rest_request(localhub, "GET", path, authorization)
 
 
 def registry_for(localhub, policy: str):
@@ -83,7 +51,7 @@ def device(registry):
 
 
 def test_valid_owner_token_is_accepted(localhub, device):
-    response = get(localhub, "/devices/d1", sdk_token(localhub))
+    response = get(localhub, "/devices/d1", service_token(localhub))
 
     assert response.status_code == 200
     assert response.json()["deviceId"] == "d1"
@@ -176,7 +144,7 @@ def test_key_of_another_policy_is_unauthorized(localhub, device):
         "SharedAccessKey"
     ]
 
-    response = get(localhub, "/devices/d1", sdk_token(localhub, read_key, "iothubowner"))
+    response = get(localhub, "/devices/d1", service_token(localhub, read_key, "iothubowner"))
 
     assert_unauthorized(response, "signature")
 
@@ -288,12 +256,7 @@ def test_service_policy_reads_and_patches_twins_but_cannot_manage_devices(localh
 
 def test_service_policy_can_invoke_a_direct_method(localhub, registry):
     device = registry.create_device_with_sas("d1", None, None, "enabled")
-    key = device.authentication.symmetric_key.primary_key
-    client = IoTHubDeviceClient.create_from_connection_string(
-        localhub.device_connection_string("d1", key),
-        server_verification_cert=localhub.ca_pem,
-        connection_retry=False,
-    )
+    client = localhub.device_client("d1", primary_key(device), connection_retry=False)
     seen = threading.Event()
 
     def answer(request):

@@ -1,20 +1,13 @@
 """Device-to-cloud telemetry: acknowledged at QoS 1 and kept in the hub's bounded buffer."""
 
-import contextlib
 import json
 import time
 from urllib.parse import unquote
 
-import pytest
-from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient, Message
-from azure.iot.device import aio as device_aio
-from azure.iot.device.common.pipeline.pipeline_exceptions import PipelineNotRunning
+from azure.iot.device import Message
+from support import primary_key
 
 from localhub.hub import TELEMETRY_BUFFER
-
-
-def primary_key(identity):
-    return identity.authentication.symmetric_key.primary_key
 
 
 def buffered(localhub):
@@ -23,26 +16,6 @@ def buffered(localhub):
     No API shows telemetry (the real hub routes it to Event Hubs), so this reads hub state.
     """
     return localhub.call(list, localhub.hub.telemetry)
-
-
-@pytest.fixture
-def client_for(localhub):
-    """Build sync SDK clients from connection strings; every one is shut down afterwards."""
-    made = []
-
-    def build(device_id, key, module_id=""):
-        cls = IoTHubModuleClient if module_id else IoTHubDeviceClient
-        client = cls.create_from_connection_string(
-            localhub.device_connection_string(device_id, key, module_id),
-            server_verification_cert=localhub.ca_pem,
-        )
-        made.append(client)
-        return client
-
-    yield build
-    for client in made:
-        with contextlib.suppress(PipelineNotRunning):  # already shut down by the test
-            client.shutdown()
 
 
 def test_a_device_message_is_acknowledged_and_buffered_with_its_properties(
@@ -76,10 +49,7 @@ def test_a_device_message_is_acknowledged_and_buffered_with_its_properties(
 async def test_a_module_message_is_acknowledged_and_buffered_under_the_module(localhub, registry):
     registry.create_device_with_sas("d1", None, None, "enabled")
     key = primary_key(registry.create_module_with_sas("d1", "m1", None, None, None))
-    client = device_aio.IoTHubModuleClient.create_from_connection_string(
-        localhub.device_connection_string("d1", key, "m1"),
-        server_verification_cert=localhub.ca_pem,
-    )
+    client = localhub.device_client("d1", key, "m1", aio=True)
     try:
         await client.connect()
         message = Message(b"\x00\x01binary", content_type="application/octet-stream")

@@ -1,6 +1,7 @@
 import math
 
 import pytest
+from support import doc_of_size, nested
 
 from localhub.twin_rules import (
     MAX_DEPTH,
@@ -16,28 +17,6 @@ from localhub.twin_rules import (
     section_size,
     validate,
 )
-
-
-def nested(levels, leaf="value"):
-    """`levels` nested objects below the root: {"k1": {"k2": ... {"property": leaf}}}."""
-    doc = {"property": leaf}
-    for i in range(levels, 0, -1):
-        doc = {f"k{i}": doc}
-    return doc
-
-
-def doc_of_size(size):
-    """A section document whose size is exactly `size`, in strings of at most 4000 bytes."""
-    doc = {}
-    i = 0
-    while size > 0:
-        key = f"k{i:03d}"
-        chunk = min(size - len(key), 4000)
-        assert chunk >= 0
-        doc[key] = "x" * chunk
-        size -= len(key) + chunk
-        i += 1
-    return doc
 
 
 def test_valid_patch_has_no_violations():

@@ -2,19 +2,22 @@
 errors, and the desired-property notifications a write sends to the connected device."""
 
 import asyncio
-import json
 import queue
 from contextlib import contextmanager
 from datetime import datetime
 
 import pytest
-import requests
-from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient
-from azure.iot.device.aio import IoTHubDeviceClient as AsyncIoTHubDeviceClient
 from azure.iot.hub.models import Twin, TwinProperties
-from msrest.exceptions import HttpOperationError
-
-from localhub import sas
+from support import (
+    desired,
+    doc_of_size,
+    error_detail,
+    http_error,
+    nested,
+    primary_key,
+    rest_request,
+    service_token,
+)
 
 FIRST_ETAG = "AAAAAAAAAAE="
 MAX_INT = 2**52 - 1
@@ -62,10 +65,6 @@ def target(request, registry):
     return TwinTarget(registry, "d1")
 
 
-def desired(values):
-    return Twin(properties=TwinProperties(desired=values))
-
-
 def tags(values):
     return Twin(tags=values)
 
@@ -86,40 +85,8 @@ def state(twin):
     )
 
 
-def http_error(call, *args):
-    with pytest.raises(HttpOperationError) as caught:
-        call(*args)
-    return caught.value
-
-
-def error_code(error):
-    """The numeric IoT Hub error code, which the hub nests as JSON inside `Message`."""
-    return json.loads(json.loads(error.response.text)["Message"])["errorCode"]
-
-
 def is_timestamp(text):
     return isinstance(text, str) and text.endswith("Z") and datetime.fromisoformat(text)
-
-
-def nested(levels, leaf="value"):
-    """`levels` nested objects: {"k1": {"k2": ... {"k<levels>": {"property": leaf}}}}."""
-    doc = {"property": leaf}
-    for i in range(levels, 0, -1):
-        doc = {f"k{i}": doc}
-    return doc
-
-
-def doc_of_size(size):
-    """A section whose size, as IoT Hub counts it (key bytes + string bytes), is `size`."""
-    doc = {}
-    i = 0
-    while size > 0:
-        key = f"k{i:03d}"
-        chunk = min(size - len(key), 4000)
-        doc[key] = "x" * chunk
-        size -= len(key) + chunk
-        i += 1
-    return doc
 
 
 def next_patch(patches, timeout=10):
@@ -324,13 +291,13 @@ def test_write_with_a_stale_etag_fails_412_and_leaves_the_twin_unchanged(target,
     target.update(Twin(tags={"t": 1}, properties=TwinProperties(desired={"a": 1})))
     before = target.get()
 
-    error = http_error(
+    response = http_error(
         target.write, how, Twin(tags={"t": 2}, properties=TwinProperties(desired={"a": 2})), stale
     )
 
-    assert error.response.status_code == 412
-    assert error.response.reason == "Precondition Failed"
-    assert error_code(error) == 412001
+    assert response.status_code == 412
+    assert response.reason == "Precondition Failed"
+    assert error_detail(response)["errorCode"] == 412001
     assert state(target.get()) == state(before)
 
 
@@ -383,17 +350,10 @@ def connected_client(localhub, registry, target, on_desired_patch=None):
     document it fetches right after the connection is up.
     """
     if target.module_id:
-        key = registry.get_module("d1", target.module_id).authentication.symmetric_key
-        cs = localhub.device_connection_string("d1", key.primary_key, target.module_id)
-        client = IoTHubModuleClient.create_from_connection_string(
-            cs, server_verification_cert=localhub.ca_pem, connection_retry=False
-        )
+        key = primary_key(registry.get_module("d1", target.module_id))
     else:
-        key = registry.get_device("d1").authentication.symmetric_key
-        cs = localhub.device_connection_string("d1", key.primary_key)
-        client = IoTHubDeviceClient.create_from_connection_string(
-            cs, server_verification_cert=localhub.ca_pem, connection_retry=False
-        )
+        key = primary_key(registry.get_device("d1"))
+    client = localhub.device_client("d1", key, target.module_id or "", connection_retry=False)
     try:
         if on_desired_patch is not None:
             client.on_twin_desired_properties_patch_received = on_desired_patch
@@ -452,11 +412,11 @@ def test_a_write_breaking_a_twin_limit_fails_400_and_changes_nothing(target, bad
     before = target.get()
 
     for how in ("update", "replace"):
-        error = http_error(target.write, how, bad)
+        response = http_error(target.write, how, bad)
 
-        assert error.response.status_code == 400, how
-        assert error.response.reason == "Bad Request"
-        assert error_code(error) == 400004
+        assert response.status_code == 400, how
+        assert response.reason == "Bad Request"
+        assert error_detail(response)["errorCode"] == 400004
         assert state(target.get()) == state(before)
 
 
@@ -488,9 +448,9 @@ def test_the_desired_size_limit_counts_the_merged_document(target):
     before = target.get()
     more = {f"more{k}": v for k, v in doc_of_size(20_000).items()}
 
-    error = http_error(target.update, desired(more))
+    response = http_error(target.update, desired(more))
 
-    assert error.response.status_code == 400
+    assert response.status_code == 400
     assert state(target.get()) == state(before)
 
 
@@ -499,9 +459,9 @@ def test_the_tags_size_limit_counts_the_merged_document(target):
     before = target.get()
     more = {f"more{k}": v for k, v in doc_of_size(5_000).items()}
 
-    error = http_error(target.update, tags(more))
+    response = http_error(target.update, tags(more))
 
-    assert error.response.status_code == 400
+    assert response.status_code == 400
     assert state(target.get()) == state(before)
 
 
@@ -521,11 +481,11 @@ def test_the_tags_size_limit_counts_the_merged_document(target):
     ids=["get", "update", "replace", "get module", "update module", "replace module"],
 )
 def test_twin_of_an_unknown_device_is_404_device_not_found(registry, call):
-    error = http_error(call, registry)
+    response = http_error(call, registry)
 
-    assert error.response.status_code == 404
-    assert error.response.reason == "Not Found"
-    assert error_code(error) == 404001
+    assert response.status_code == 404
+    assert response.reason == "Not Found"
+    assert error_detail(response)["errorCode"] == 404001
 
 
 @pytest.mark.parametrize(
@@ -540,15 +500,10 @@ def test_twin_of_an_unknown_device_is_404_device_not_found(registry, call):
 def test_twin_of_an_unknown_module_is_404_module_not_found(registry, call):
     registry.create_device_with_sas("d1", None, None, "enabled")
 
-    error = http_error(call, registry)
+    response = http_error(call, registry)
 
-    assert error.response.status_code == 404
-    assert error_code(error) == 404010
-
-
-def owner_token(localhub):
-    fields = dict(part.split("=", 1) for part in localhub.connection_string.split(";"))
-    return sas.generate(f"{localhub.host}:8443", fields["SharedAccessKey"], policy="iothubowner")
+    assert response.status_code == 404
+    assert error_detail(response)["errorCode"] == 404010
 
 
 @pytest.mark.parametrize(
@@ -560,21 +515,17 @@ def test_a_twin_write_with_a_bad_body_is_400_and_changes_nothing(localhub, targe
     before = target.get()
 
     for method in ("PATCH", "PUT"):
-        response = requests.request(
+        response = rest_request(
+            localhub,
             method,
-            f"https://{localhub.host}:8443{target.path}?api-version=2021-04-12",
+            target.path,
+            service_token(localhub),
             data=body,
-            headers={
-                "Authorization": owner_token(localhub),
-                "Content-Type": "application/json; charset=utf-8",
-                "If-Match": '"*"',
-            },
-            verify=str(localhub.ca_file),
-            timeout=10,
+            headers={"Content-Type": "application/json; charset=utf-8", "If-Match": '"*"'},
         )
 
         assert response.status_code == 400, method
-        assert json.loads(json.loads(response.text)["Message"])["errorCode"] == 400004
+        assert error_detail(response)["errorCode"] == 400004
         assert state(target.get()) == state(before)
 
 
@@ -584,11 +535,8 @@ def test_a_twin_write_with_a_bad_body_is_400_and_changes_nothing(localhub, targe
 def test_update_module_twin_notifies_the_connected_module(localhub, registry):
     registry.create_device_with_sas("myFirstDevice", None, None, "enabled")
     module = registry.create_module_with_sas("myFirstDevice", "myFirstModule", None, None, None)
-    cs = localhub.device_connection_string(
-        "myFirstDevice", module.authentication.symmetric_key.primary_key, "myFirstModule"
-    )
-    client = IoTHubModuleClient.create_from_connection_string(
-        cs, server_verification_cert=localhub.ca_pem, connection_retry=False
+    client = localhub.device_client(
+        "myFirstDevice", primary_key(module), "myFirstModule", connection_retry=False
     )
     patches = queue.Queue()
     try:
@@ -615,10 +563,7 @@ async def test_replace_twin_sends_the_device_new_values_and_nulls_for_removed_ke
 ):
     device = registry.create_device_with_sas("d1", None, None, "enabled")
     registry.update_twin("d1", desired({"old": 1, "kept": 1}))
-    cs = localhub.device_connection_string("d1", device.authentication.symmetric_key.primary_key)
-    client = AsyncIoTHubDeviceClient.create_from_connection_string(
-        cs, server_verification_cert=localhub.ca_pem, connection_retry=False
-    )
+    client = localhub.device_client("d1", primary_key(device), aio=True, connection_retry=False)
     loop = asyncio.get_running_loop()
     patches = asyncio.Queue()
 
@@ -669,19 +614,10 @@ def test_a_desired_change_reaches_only_the_connection_of_its_own_twin(localhub, 
         for module_id in ("", "m1", "m2"):
             if module_id:
                 module = registry.create_module_with_sas("d1", module_id, None, None, None)
-                cs = localhub.device_connection_string(
-                    "d1", module.authentication.symmetric_key.primary_key, module_id
-                )
-                client = IoTHubModuleClient.create_from_connection_string(
-                    cs, server_verification_cert=localhub.ca_pem, connection_retry=False
-                )
+                key = primary_key(module)
             else:
-                cs = localhub.device_connection_string(
-                    "d1", device.authentication.symmetric_key.primary_key
-                )
-                client = IoTHubDeviceClient.create_from_connection_string(
-                    cs, server_verification_cert=localhub.ca_pem, connection_retry=False
-                )
+                key = primary_key(device)
+            client = localhub.device_client("d1", key, module_id, connection_retry=False)
             clients[module_id] = client
             patches[module_id] = queue.Queue()
             client.on_twin_desired_properties_patch_received = patches[module_id].put
