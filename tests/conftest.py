@@ -175,3 +175,54 @@ async def aio_client_for(localhub):
     yield build
     for client in made:
         await client.shutdown()
+
+
+# -- the dashboard -------------------------------------------------------------------------
+@pytest.fixture
+def dashboard_hub(localhub, settings):
+    """Point the dashboard at this test's localhub (as `make run` points it at var/)."""
+    settings.IOTHUB_CONNECTION_STRING = ""
+    settings.IOTHUB_CA_FILE = ""
+    settings.LOCALHUB_DIR = str(localhub.settings.data_dir)
+    return localhub
+
+
+@pytest.fixture
+def make_user(db, django_user_model):
+    """A user holding one of the roles (groups made by the roles migration)."""
+    from django.contrib.auth.models import Group
+
+    def make(role: str, username: str | None = None):
+        user = django_user_model.objects.create_user(
+            username=username or f"{role}-user", password="correct horse battery staple"
+        )
+        user.groups.add(Group.objects.get(name=role))
+        return user
+
+    return make
+
+
+@pytest.fixture
+def viewer(make_user):
+    return make_user("viewer")
+
+
+@pytest.fixture
+def operator(make_user):
+    return make_user("operator")
+
+
+@pytest.fixture
+def admin(make_user):
+    return make_user("admin")
+
+
+@pytest.fixture
+def client_as(client):
+    """``client_as(user)``: the test client, logged in as that user."""
+
+    def login(user):
+        client.force_login(user)
+        return client
+
+    return login

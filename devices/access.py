@@ -1,0 +1,53 @@
+"""Roles and the one place that checks them.
+
+Roles are Django groups holding this app's permissions (created by a migration):
+viewer reads and never sees keys; operator also reveals connection strings and edits
+twins; admin also creates, disables and deletes identities and regenerates keys.
+"""
+
+import functools
+
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import render
+
+VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
+
+REVEAL_KEYS = "devices.reveal_connection_string"
+EDIT_TWIN = "devices.edit_twin"
+MANAGE_IDENTITIES = "devices.manage_identities"
+
+WHY = {
+    REVEAL_KEYS: "Connection strings carry secret keys; only operators and admins may see them.",
+    EDIT_TWIN: "Editing twins is for operators and admins; viewers can only read them.",
+    MANAGE_IDENTITIES: (
+        "Creating, disabling and deleting identities and regenerating keys is for admins."
+    ),
+}
+
+
+def role_of(user) -> str:
+    if user.has_perm(MANAGE_IDENTITIES):
+        return ADMIN
+    if user.has_perm(EDIT_TWIN):
+        return OPERATOR
+    return VIEWER
+
+
+def forbidden(request, permission: str):
+    return render(request, "403.html", {"reason": WHY[permission]}, status=403)
+
+
+def requires(permission: str | None = None):
+    """Login required, and ``permission`` if given; otherwise a 403 page saying why."""
+
+    def decorate(view):
+        @login_required
+        @functools.wraps(view)
+        def checked(request, *args, **kwargs):
+            if permission and not request.user.has_perm(permission):
+                return forbidden(request, permission)
+            return view(request, *args, **kwargs)
+
+        return checked
+
+    return decorate

@@ -1,0 +1,13 @@
+from . import access
+from . import hub as hub_client
+
+
+def hub(request):
+    """What every page shows in its header: which hub, and the user's role."""
+    try:
+        cfg = hub_client.config()
+        target = {"name": cfg.host_name, "local": cfg.local}
+    except hub_client.HubNotConfigured:
+        target = {"name": "no hub configured", "local": True}
+    role = access.role_of(request.user) if request.user.is_authenticated else None
+    return {"hub_target": target, "role": role}

@@ -1,0 +1,309 @@
+"""The one module that talks to IoT Hub (azure-iot-hub's IoTHubRegistryManager).
+
+It builds the registry manager once, returns plain dicts, and turns every SDK failure into
+a ``HubError`` subclass whose message an operator can act on. Nothing above this module
+knows about msrest or the SDK's model classes.
+"""
+
+import functools
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from azure.iot.hub import IoTHubRegistryManager
+from azure.iot.hub.models import QuerySpecification, Twin, TwinProperties
+from django.conf import settings
+from msrest.exceptions import ClientRequestError, HttpOperationError
+
+log = logging.getLogger(__name__)
+
+# An operator waits on these calls; fail fast rather than after msrest's 100 s default.
+REQUEST_TIMEOUT = 15
+QUERY_PAGE_SIZE = 1000
+
+
+class HubError(Exception):
+    """Something the operator should read; ``status`` is the hub's HTTP status, if any."""
+
+    status: int | None = None
+
+    def __init__(self, message: str, *, status: int | None = None, detail: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        if status is not None:
+            self.status = status
+
+
+class HubNotConfigured(HubError):
+    pass
+
+
+class HubUnavailable(HubError):
+    pass
+
+
+class BadRequest(HubError):
+    status = 400
+
+
+class Unauthorized(HubError):
+    status = 401
+
+
+class NotFound(HubError):
+    status = 404
+
+
+class Conflict(HubError):
+    status = 409
+
+
+class PreconditionFailed(HubError):
+    status = 412
+
+
+_BY_STATUS = {
+    400: BadRequest,
+    401: Unauthorized,
+    404: NotFound,
+    409: Conflict,
+    412: PreconditionFailed,
+}
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    connection_string: str
+    ca_file: str | None
+    local: bool
+
+    @property
+    def fields(self) -> dict[str, str]:
+        return dict(part.split("=", 1) for part in self.connection_string.split(";") if part)
+
+    @property
+    def host_name(self) -> str:
+        return self.fields["HostName"]
+
+    @property
+    def device_host_name(self) -> str:
+        """Devices dial 8883 whatever the service port is, so their strings carry no port."""
+        return self.host_name.split(":", 1)[0] if self.local else self.host_name
+
+
+def config() -> HubConfig:
+    if settings.IOTHUB_CONNECTION_STRING:
+        return HubConfig(settings.IOTHUB_CONNECTION_STRING, settings.IOTHUB_CA_FILE or None, False)
+    data_dir = Path(settings.LOCALHUB_DIR)
+    path = data_dir / "connection-string"
+    if not path.exists():
+        raise HubNotConfigured(
+            f"No hub configured: set IOTHUB_CONNECTION_STRING, or start the local hub "
+            f"(`make run` or `python -m localhub --data-dir {data_dir}`)."
+        )
+    ca_file = settings.IOTHUB_CA_FILE or str(data_dir / "ca.pem")
+    return HubConfig(path.read_text().strip(), ca_file, True)
+
+
+@functools.cache
+def _registry(connection_string: str, ca_file: str | None) -> IoTHubRegistryManager:
+    manager = IoTHubRegistryManager.from_connection_string(connection_string)
+    connection = manager.protocol.config.connection
+    connection.timeout = REQUEST_TIMEOUT
+    if ca_file:
+        connection.verify = ca_file
+    # msrest retries a failing GET for ~5 s; a page should say "hub down" at once.
+    manager.protocol.config.retry_policy.retries = 0
+    return manager
+
+
+def registry() -> IoTHubRegistryManager:
+    cfg = config()
+    return _registry(cfg.connection_string, cfg.ca_file)
+
+
+def _hub_message(error: HttpOperationError) -> str:
+    """The hub's own explanation, dug out of its nested error JSON when there is one."""
+    text = error.response.text if error.response is not None else ""
+    try:
+        body = json.loads(text)
+        inner = body.get("Message", "")
+        try:
+            return json.loads(inner).get("message", inner)
+        except (ValueError, AttributeError):
+            return inner
+    except (ValueError, AttributeError):
+        return text[:300]
+
+
+def call(what: str, fn, *args, **kwargs):
+    """Run one SDK call, translating its failures. ``what`` names it for the operator."""
+    try:
+        return fn(*args, **kwargs)
+    except HttpOperationError as e:
+        status = e.response.status_code if e.response is not None else None
+        detail = _hub_message(e)
+        cls = _BY_STATUS.get(status, HubError)
+        raise cls(f"{what}: {detail or e}", status=status, detail=detail) from e
+    except ClientRequestError as e:
+        raise HubUnavailable(
+            f"{what}: the hub at {config().host_name} cannot be reached. Is it running?",
+        ) from e
+    except ValueError as e:  # the SDK's own argument and connection-string checks
+        raise BadRequest(f"{what}: {e}") from e
+
+
+def _plain(model) -> dict:
+    """An SDK model as the hub's own JSON (camelCase keys), so templates see one shape."""
+    return model.serialize(keep_readonly=True) if model is not None else {}
+
+
+# -- identities --------------------------------------------------------------------------
+def get_device(device_id: str) -> dict:
+    return _plain(call(f"Reading device {device_id}", registry().get_device, device_id))
+
+
+def create_device(device_id: str, primary_key=None, secondary_key=None, status="enabled"):
+    rm = registry()
+    made = call(
+        f"Creating device {device_id}",
+        rm.create_device_with_sas,
+        device_id,
+        primary_key or None,
+        secondary_key or None,
+        status,
+    )
+    return _plain(made)
+
+
+def update_device(device: dict, *, status=None, status_reason=None, primary_key=None,
+                  secondary_key=None) -> dict:  # fmt: skip
+    """Change status or keys; ``device`` is what the operator saw (its etag guards it).
+    A key passed as "" asks the hub to generate a new one."""
+    keys = device["authentication"]["symmetricKey"]
+    rm = registry()
+    updated = call(
+        f"Updating device {device['deviceId']}",
+        rm.update_device_with_sas,
+        device["deviceId"],
+        device["etag"],
+        keys["primaryKey"] if primary_key is None else primary_key,
+        keys["secondaryKey"] if secondary_key is None else secondary_key,
+        status or device["status"],
+        status_reason=status_reason,
+    )
+    return _plain(updated)
+
+
+def delete_device(device_id: str, etag: str | None = None) -> None:
+    call(f"Deleting device {device_id}", registry().delete_device, device_id, etag)
+
+
+def get_module(device_id: str, module_id: str) -> dict:
+    what = f"Reading module {device_id}/{module_id}"
+    return _plain(call(what, registry().get_module, device_id, module_id))
+
+
+def get_modules(device_id: str) -> list[dict]:
+    modules = call(f"Listing modules of {device_id}", registry().get_modules, device_id)
+    return [_plain(m) for m in modules]
+
+
+def create_module(device_id: str, module_id: str, primary_key=None, secondary_key=None):
+    rm = registry()
+    made = call(
+        f"Creating module {device_id}/{module_id}",
+        rm.create_module_with_sas,
+        device_id,
+        module_id,
+        None,
+        primary_key or None,
+        secondary_key or None,
+    )
+    return _plain(made)
+
+
+def update_module_keys(module: dict, *, primary_key=None, secondary_key=None) -> dict:
+    keys = module["authentication"]["symmetricKey"]
+    rm = registry()
+    updated = call(
+        f"Updating module {module['deviceId']}/{module['moduleId']}",
+        rm.update_module_with_sas,
+        module["deviceId"],
+        module["moduleId"],
+        module.get("managedBy"),
+        module["etag"],
+        keys["primaryKey"] if primary_key is None else primary_key,
+        keys["secondaryKey"] if secondary_key is None else secondary_key,
+    )
+    return _plain(updated)
+
+
+def delete_module(device_id: str, module_id: str, etag: str | None = None) -> None:
+    what = f"Deleting module {device_id}/{module_id}"
+    call(what, registry().delete_module, device_id, module_id, etag)
+
+
+# -- twins ---------------------------------------------------------------------------------
+def get_twin(device_id: str, module_id: str = "") -> dict:
+    rm = registry()
+    if module_id:
+        what = f"Reading the twin of {device_id}/{module_id}"
+        return _plain(call(what, rm.get_module_twin, device_id, module_id))
+    return _plain(call(f"Reading the twin of {device_id}", rm.get_twin, device_id))
+
+
+def write_twin(device_id: str, module_id: str, etag: str, *, tags=None, desired=None,
+               replace=False) -> dict:  # fmt: skip
+    """PATCH (merge; null deletes) or PUT (replace) tags and desired, guarded by ``etag``:
+    a twin changed since the operator read it raises PreconditionFailed."""
+    if not etag:
+        raise PreconditionFailed("Refusing to write a twin without the etag it was read with.")
+    patch = Twin(
+        tags=tags, properties=TwinProperties(desired=desired) if desired is not None else None
+    )
+    rm = registry()
+    label = f"{device_id}/{module_id}" if module_id else device_id
+    verb = "Replacing" if replace else "Updating"
+    what = f"{verb} the twin of {label}"
+    if module_id:
+        fn = rm.replace_module_twin if replace else rm.update_module_twin
+        return _plain(call(what, fn, device_id, module_id, patch, etag))
+    fn = rm.replace_twin if replace else rm.update_twin
+    return _plain(call(what, fn, device_id, patch, etag))
+
+
+# -- queries and statistics ---------------------------------------------------------------
+def query_page(text: str, continuation: str | None = None, page_size: int = QUERY_PAGE_SIZE):
+    """One page of an IoT Hub query: (items as dicts, continuation token or None)."""
+    result = call(
+        "Running the query",
+        registry().query_iot_hub,
+        QuerySpecification(query=text),
+        continuation,
+        page_size,
+    )
+    return [_plain(item) for item in result.items], result.continuation_token
+
+
+def query_all(text: str, page_size: int = QUERY_PAGE_SIZE):
+    """Every result of a query, page after page (yields lists, one per page)."""
+    token = None
+    while True:
+        items, token = query_page(text, token, page_size)
+        yield items
+        if not token:
+            return
+
+
+def registry_statistics() -> dict:
+    stats = call("Reading registry statistics", registry().get_device_registry_statistics)
+    return _plain(stats)
+
+
+# -- connection strings --------------------------------------------------------------------
+def device_connection_string(device_id: str, key: str, module_id: str = "") -> str:
+    text = f"HostName={config().device_host_name};DeviceId={device_id};SharedAccessKey={key}"
+    return f"{text};ModuleId={module_id}" if module_id else text

@@ -1,0 +1,3 @@
+from .devices import _todo
+
+sync = _todo
