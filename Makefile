@@ -2,8 +2,10 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The database `make test-postgres` runs the suite on (pytest-django creates test_iotadmin).
+POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/iotadmin
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-postgres lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -11,13 +13,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# localhub and the web app at http://127.0.0.1:8000 (see iotadmin/run.py); Ctrl-C stops both.
 run: $(STAMP)
-	$(PY) -m localhub
+	$(PY) -m iotadmin.run
 
-test: $(STAMP)
+lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) manage.py makemigrations --check --dry-run
+
+test: lint
 	$(PY) -m pytest
+
+test-postgres: $(STAMP)
+	DATABASE_URL=$(POSTGRES_URL) $(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) bench/localhub_twin.py

@@ -164,7 +164,18 @@ async def run_level(clients, hub: bool, seconds: float, hub_pid: int | None) -> 
     return result
 
 
-async def create_modules(host: str, conn_str: str, ca_file: Path) -> list[tuple[str, str, str]]:
+async def create_modules(
+    host: str,
+    conn_str: str,
+    ca_file: Path,
+    devices: int = DEVICES,
+    modules_per_device: int = MODULES_PER_DEVICE,
+    device_body=lambda device_id: {"deviceId": device_id},
+    concurrency: int = 16,
+) -> list[tuple[str, str, str]]:
+    """Create ``devices`` devices (``bench-0000``…) with ``modules_per_device`` modules each
+    (``m0``…) through the REST API; ``device_body(device_id)`` is each device's PUT body.
+    Returns (device id, module id, primary key) for every module."""
     fields = dict(part.split("=", 1) for part in conn_str.split(";"))
     token = lambda: sas.generate(  # noqa: E731
         fields["HostName"], fields["SharedAccessKey"], fields["SharedAccessKeyName"]
@@ -172,7 +183,7 @@ async def create_modules(host: str, conn_str: str, ca_file: Path) -> list[tuple[
     tls = ssl.create_default_context(cafile=str(ca_file))
     base = f"https://{fields['HostName']}"
     made = []
-    sem = asyncio.Semaphore(16)
+    sem = asyncio.Semaphore(concurrency)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as http:
 
         async def put(path, body):
@@ -183,13 +194,14 @@ async def create_modules(host: str, conn_str: str, ca_file: Path) -> list[tuple[
                         raise RuntimeError(f"PUT {path}: {r.status} {await r.text()}")
                     return await r.json()
 
-        devices = [f"bench-{i:04d}" for i in range(DEVICES)]
-        await asyncio.gather(*(put(f"/devices/{d}", {"deviceId": d}) for d in devices))
+        width = max(4, len(str(devices - 1)))
+        device_ids = [f"bench-{i:0{width}d}" for i in range(devices)]
+        await asyncio.gather(*(put(f"/devices/{d}", device_body(d)) for d in device_ids))
         docs = await asyncio.gather(
             *(
                 put(f"/devices/{d}/modules/m{j}", {"deviceId": d, "moduleId": f"m{j}"})
-                for d in devices
-                for j in range(MODULES_PER_DEVICE)
+                for d in device_ids
+                for j in range(modules_per_device)
             )
         )
     for doc in docs:

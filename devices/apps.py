@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class DevicesConfig(AppConfig):
@@ -7,3 +8,7 @@ class DevicesConfig(AppConfig):
 
     def ready(self):
         from . import checks  # noqa: F401  (registers the production checks)
+        from .roles import ensure_roles
+
+        # After auth's own handler has made this app's permissions.
+        post_migrate.connect(ensure_roles, sender=self)

@@ -1,12 +1,14 @@
 """Keeping the dashboard's rows equal to the hub: after each write, and by a full sync."""
 
-from dataclasses import dataclass, field
+import itertools
+from dataclasses import dataclass
 
 from django.db import transaction
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from . import hub
-from .models import Device, Module
+from .models import Device, Module, _time
 
 # The fields a twin document (query result) carries, by model field name.
 TWIN_FIELDS = [
@@ -14,8 +16,14 @@ TWIN_FIELDS = [
     "twin_reported_version", "twin_version", "twin_etag", "synced_at", "connection_state",
     "last_activity_time",
 ]  # fmt: skip
-DEVICE_SYNC_FIELDS = [*TWIN_FIELDS, "status", "status_reason", "etag"]
-MODULE_SYNC_FIELDS = [*TWIN_FIELDS, "etag"]
+MODULE_SYNC_FIELDS = [*TWIN_FIELDS, "etag", "authentication_type"]
+DEVICE_SYNC_FIELDS = [
+    *MODULE_SYNC_FIELDS,
+    "status",
+    "status_reason",
+    "status_updated_time",
+    "iot_edge",
+]
 BATCH = 1000
 
 
@@ -42,16 +50,19 @@ def save_module(identity: dict, twin: dict | None = None) -> Module:
 
 
 def save_twin(device_id: str, module_id: str, twin: dict):
-    """Store a twin the hub answered with; creates the row if the mirror lacked it."""
+    """Store a twin the hub answered with; the hub is asked for the identity only when the
+    mirror lacks the row."""
     if module_id:
-        identity = hub.get_module(device_id, module_id)
-        return save_module(identity, twin)
-    device = Device.objects.filter(device_id=device_id).first()
-    if device is None:
-        return save_device(hub.get_device(device_id), twin)
-    device.apply_twin(twin, timezone.now())
-    device.save()
-    return device
+        row = Module.objects.filter(device__device_id=device_id, module_id=module_id).first()
+        if row is None:
+            return save_module(hub.get_module(device_id, module_id), twin)
+    else:
+        row = Device.objects.filter(device_id=device_id).first()
+        if row is None:
+            return save_device(hub.get_device(device_id), twin)
+    row.apply_twin(twin, timezone.now())
+    row.save()
+    return row
 
 
 def forget_device(device_id: str) -> None:
@@ -65,97 +76,137 @@ def forget_module(device_id: str, module_id: str) -> None:
 # -- full sync -----------------------------------------------------------------------------
 @dataclass
 class SyncResult:
-    devices: int = 0
+    devices: int = 0  # on the hub
     modules: int = 0
-    created: int = 0
+    created: int = 0  # mirror rows (devices and modules together)
     updated: int = 0
     deleted: int = 0
     pages: int = 0
-    seen_devices: set = field(default_factory=set, repr=False)
 
     def summary(self) -> str:
         return (
-            f"{self.devices} devices and {self.modules} modules on the hub: "
+            f"{self.devices} devices, {self.modules} modules: "
             f"{self.created} created, {self.updated} updated, {self.deleted} deleted"
         )
 
 
-def _from_twin(obj, doc: dict, now) -> None:
-    obj.apply_twin(doc, now)
-    if doc.get("deviceEtag"):
-        obj.etag = doc["deviceEtag"]
+def _from_twin(row, doc: dict, now) -> None:
+    """A query result is a twin document that also carries the identity's etag."""
+    row.apply_twin(doc, now)
+    row.etag = doc.get("deviceEtag") or row.etag
+    row.authentication_type = doc.get("authenticationType") or row.authentication_type
+    if isinstance(row, Device):
+        row.status_updated_time = _time(doc.get("statusUpdateTime"))
+        row.iot_edge = bool((doc.get("capabilities") or {}).get("iotEdge"))
 
 
-def sync_hub(progress=lambda result: None) -> SyncResult:
-    """Pull every device and module through the query API, page by page, and make the
-    mirror equal the hub: create what is new, update what changed, delete what is gone."""
-    result = SyncResult()
-    now = timezone.now()
-    devices = {d.device_id: d for d in Device.objects.all()}
-    for page in hub.query_all("SELECT * FROM devices"):
+def _changed(row, doc: dict) -> bool:
+    """Whether the hub's document differs from the row. Twin etags change with tags and
+    properties, identity etags with status and keys; connection fields change neither."""
+    if row.twin_etag != (doc.get("etag") or ""):
+        return True
+    if doc.get("deviceEtag") and row.etag != doc["deviceEtag"]:
+        return True
+    if doc.get("connectionState") and row.connection_state != doc["connectionState"]:
+        return True
+    return "lastActivityTime" in doc and row.last_activity_time != _time(doc["lastActivityTime"])
+
+
+# What a sync never needs to read back from the mirror: it overwrites them from the hub.
+UNREAD = ["twin_tags", "twin_desired", "twin_reported"]
+
+
+def _sync_devices(result: SyncResult, pages, now, progress) -> None:
+    mirror = {d.device_id: d for d in Device.objects.defer(*UNREAD)}
+    seen = set()
+    for page in pages:
         result.pages += 1
         new, changed = [], []
         for doc in page:
-            device = devices.get(doc["deviceId"])
-            result.devices += 1
-            result.seen_devices.add(doc["deviceId"])
+            seen.add(doc["deviceId"])
+            device = mirror.get(doc["deviceId"])
             if device is None:
                 device = Device(device_id=doc["deviceId"])
                 _from_twin(device, doc, now)
                 new.append(device)
-            elif (
-                device.twin_etag != doc.get("etag")
-                or device.etag != doc.get("deviceEtag")
-                or (device.connection_state != doc.get("connectionState"))
-            ):
+            elif _changed(device, doc):
                 _from_twin(device, doc, now)
                 changed.append(device)
+        result.devices += len(page)
         with transaction.atomic():
-            Device.objects.bulk_create(new, batch_size=BATCH)
+            # ignore_conflicts: a row another sync, or a dashboard write, created meanwhile.
+            Device.objects.bulk_create(new, batch_size=BATCH, ignore_conflicts=True)
             Device.objects.bulk_update(changed, DEVICE_SYNC_FIELDS, batch_size=BATCH)
-        for device in new:
-            devices[device.device_id] = device
         result.created += len(new)
         result.updated += len(changed)
         progress(result)
+    gone = [d.pk for device_id, d in mirror.items() if device_id not in seen]
+    for chunk in _chunks(gone):
+        # Their modules go with them (on_delete=CASCADE), counted in the total.
+        result.deleted += Device.objects.filter(pk__in=chunk).delete()[0]
 
-    gone = [d.pk for d_id, d in devices.items() if d_id not in result.seen_devices]
-    result.deleted += Device.objects.filter(pk__in=gone).delete()[1].get("devices.Device", 0)
-    device_pk = {d_id: d.pk for d_id, d in devices.items() if d_id in result.seen_devices}
 
-    modules = {(m.device_id, m.module_id): m for m in Module.objects.all()}
+def _sync_modules(result: SyncResult, pages, now, progress) -> None:
+    # Read after the device pass: it includes devices that pass created, and any the
+    # dashboard created meanwhile, so none of their modules is taken for deleted.
+    device_pk = dict(Device.objects.values_list("device_id", "pk"))
+    mirror = {(m.device_id, m.module_id): m for m in Module.objects.defer(*UNREAD)}
     seen = set()
-    for page in hub.query_all("SELECT * FROM devices.modules"):
+    for page in pages:
         result.pages += 1
         new, changed = [], []
         for doc in page:
             pk = device_pk.get(doc["deviceId"])
-            if pk is None:  # a device created after the device pass: next sync gets it
+            if pk is None:  # its device was created after the device pass: next sync
                 continue
             key = (pk, doc["moduleId"])
             seen.add(key)
-            result.modules += 1
-            module = modules.get(key)
+            module = mirror.get(key)
             if module is None:
                 module = Module(device_id=pk, module_id=doc["moduleId"])
                 _from_twin(module, doc, now)
                 new.append(module)
-            elif (
-                module.twin_etag != doc.get("etag")
-                or module.etag != doc.get("deviceEtag")
-                or (module.connection_state != doc.get("connectionState"))
-            ):
+            elif _changed(module, doc):
                 _from_twin(module, doc, now)
                 changed.append(module)
+        result.modules += len(page)
         with transaction.atomic():
-            Module.objects.bulk_create(new, batch_size=BATCH)
+            Module.objects.bulk_create(new, batch_size=BATCH, ignore_conflicts=True)
             Module.objects.bulk_update(changed, MODULE_SYNC_FIELDS, batch_size=BATCH)
         result.created += len(new)
         result.updated += len(changed)
         progress(result)
+    gone = [m.pk for key, m in mirror.items() if key not in seen]
+    for chunk in _chunks(gone):
+        result.deleted += Module.objects.filter(pk__in=chunk).delete()[0]
 
-    gone = [
-        m.pk for key, m in modules.items() if key not in seen and m.device_id in device_pk.values()
-    ]
-    result.deleted += Module.objects.filter(pk__in=gone).delete()[1].get("devices.Module", 0)
+
+def _chunks(items: list, size: int = BATCH):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def sync_hub(progress=lambda result: None) -> SyncResult:
+    """Pull every device and module through the query API, page by page, and make the
+    mirror equal the hub: create what is new, update what changed, delete what is gone.
+    Rows the hub confirmed unchanged get ``synced_at`` too, so the oldest ``synced_at``
+    says how fresh the whole mirror is (``last_synced()``)."""
+    result = SyncResult()
+    now = timezone.now()
+    # The first page is asked for before the mirror is read: a hub that is down (or a
+    # dashboard not configured) fails at once, whatever the state of the database.
+    devices = hub.query_all("SELECT * FROM devices", hub.QUERY_PAGE_SIZE)
+    first = next(devices)
+    _sync_devices(result, itertools.chain([first], devices), now, progress)
+    modules = hub.query_all("SELECT * FROM devices.modules", hub.QUERY_PAGE_SIZE)
+    _sync_modules(result, modules, now, progress)
+    stale = Q(synced_at__lt=now) | Q(synced_at__isnull=True)
+    Device.objects.filter(stale).update(synced_at=now)
+    Module.objects.filter(stale).update(synced_at=now)
     return result
+
+
+def last_synced():
+    """When the mirror was last confirmed equal to the hub (by sync_hub, or by the write
+    that created a row since): the oldest row's ``synced_at``; None for an empty mirror."""
+    return Device.objects.aggregate(at=Min("synced_at"))["at"]

@@ -1,11 +1,11 @@
 from django.urls import path
 
-from .views import devices, modules, sync, twins
+from .views import device_list, devices, modules, sync, twins
 
 app_name = "devices"
 
 urlpatterns = [
-    path("", devices.device_list, name="device-list"),
+    path("", device_list.device_list, name="device-list"),
     path("sync/", sync.sync, name="sync"),
     path("devices/new/", devices.device_create, name="device-create"),
     path("devices/<str:device_id>/", devices.device_detail, name="device-detail"),

@@ -37,6 +37,8 @@ DEBUG = envbool("DEBUG", True)
 SECRET_KEY = env("SECRET_KEY") or _development_secret_key()
 SECRET_KEY_IS_DEFAULT = not env("SECRET_KEY")
 ALLOWED_HOSTS = [h.strip() for h in env("ALLOWED_HOSTS", "localhost,127.0.0.1").split(",")]
+# Behind a TLS-terminating proxy: the public origin(s), e.g. https://iotadmin.example.com
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in env("CSRF_TRUSTED_ORIGINS").split(",") if o.strip()]
 
 # The hub: a real Azure IoT Hub when IOTHUB_CONNECTION_STRING is set, else localhub.
 IOTHUB_CONNECTION_STRING = env("IOTHUB_CONNECTION_STRING")
@@ -121,7 +123,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "static"
+# collectstatic fills it for production; in development the finders serve static/ directly
+# (and WhiteNoise would only warn about a folder nobody has made).
+STATIC_ROOT = None if DEBUG else VAR_DIR / "static"
+WHITENOISE_USE_FINDERS = DEBUG
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool("SECURE_COOKIES", not DEBUG)
@@ -131,5 +136,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"azure": {"level": "WARNING"}, "uamqp": {"level": "WARNING"}},
+    "loggers": {
+        # Django's own handler would print every line a second time beside the root one.
+        "django": {"handlers": [], "propagate": True},
+        "azure": {"level": "WARNING"},
+        "uamqp": {"level": "WARNING"},
+    },
 }

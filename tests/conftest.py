@@ -226,3 +226,52 @@ def client_as(client):
         return client
 
     return login
+
+
+# -- browser tests (tests/browser/): a live dashboard and headless Chromium ----------------
+# The machinery is in tests/browser_support.py, imported lazily: other tests never load
+# Playwright.
+
+
+def pytest_collection_modifyitems(items):
+    """Browser tests last (after pytest-django's own ordering, which this keeps otherwise):
+    they are the slowest, and each ends by emptying the database (``transactional_db``), role
+    groups included, which a later test's make_user would miss."""
+    items.sort(key=lambda item: Path(item.path).parent.name == "browser")
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """The SQLite test database in a file rather than in memory, so that the browser tests'
+    server, another process, shares it. (Postgres test databases are shared anyway.)"""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.sqlite3" and not db.get("TEST", {}).get("NAME"):
+        db.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+
+
+@pytest.fixture
+def live_dashboard(transactional_db, dashboard_hub, tmp_path):
+    """The dashboard served by daphne (``manage.py runserver``) in a process of its own, on a
+    free port, managing this test's localhub and using the test database; ``.url``, ``.log``.
+    Its rows are committed (``transactional_db``) so that the server sees them."""
+    from browser_support import DashboardServer
+
+    server = DashboardServer(dashboard_hub.settings.data_dir, tmp_path).start()
+    yield server
+    server.stop()
+    print(f"-- dashboard server log --\n{server.log}")  # shown when the test fails
+
+
+@pytest.fixture
+def page(live_dashboard, monkeypatch):
+    """A Playwright page in headless Chromium whose relative URLs go to ``live_dashboard``."""
+    from browser_support import chromium_page
+
+    # Playwright's sync API runs an asyncio loop in this thread, and Django refuses ORM calls
+    # while a loop runs (SynchronousOnlyOperation). The test's own ORM calls (make_user, rows
+    # to check) are plain synchronous code, so allowing them here is safe.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with chromium_page(live_dashboard.url) as browser_page:
+        yield browser_page

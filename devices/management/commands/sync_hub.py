@@ -1,3 +1,5 @@
+import time
+
 from django.core.management.base import BaseCommand, CommandError
 
 from devices import hub
@@ -9,12 +11,15 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         def progress(result):
-            self.stdout.write(
-                f"page {result.pages}: {result.devices} devices, {result.modules} modules"
-            )
+            if options["verbosity"] >= 1:
+                self.stdout.write(
+                    f"page {result.pages}: {result.devices} devices, {result.modules} modules"
+                )
 
+        started = time.perf_counter()
         try:
             result = sync_hub(progress)
         except hub.HubError as e:
             raise CommandError(e.message) from e
-        self.stdout.write(self.style.SUCCESS(result.summary()))
+        seconds = time.perf_counter() - started
+        self.stdout.write(self.style.SUCCESS(f"{result.summary()} (in {seconds:.1f} s)"))

@@ -1,0 +1,107 @@
+"""Settings from the environment, and the check that refuses production with development parts.
+
+Settings are read once at import, so each case runs in a fresh process with its own env.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from support import REPO
+
+# What the parent process may carry (CI sets DATABASE_URL) must not leak into a case.
+VARIABLES = re.findall(r"^# ([A-Z_]+)=", (REPO / ".env.example").read_text(), re.MULTILINE)
+
+
+def run(args: list[str], tmp_path, **env) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        env={
+            **clean,
+            "IOTADMIN_VAR_DIR": str(tmp_path),
+            "DJANGO_SETTINGS_MODULE": "iotadmin.settings",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def check(tmp_path, **env) -> subprocess.CompletedProcess:
+    return run(["manage.py", "check"], tmp_path, **env)
+
+
+def settings_in(tmp_path, **env) -> dict:
+    """The database and channel layer settings a process with this environment gets."""
+    code = (
+        "import json; from iotadmin import settings as s; "
+        "print(json.dumps({'db': s.DATABASES['default'], 'layer': s.CHANNEL_LAYERS['default']},"
+        " default=str))"
+    )
+    done = run(["-c", code], tmp_path, **env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize(
+    "env, refused, hint",
+    [
+        ({"REDIS_URL": "redis://127.0.0.1:6379/0"}, "iotadmin.E001", "Set SECRET_KEY"),
+        ({"SECRET_KEY": "x" * 50}, "iotadmin.E002", "Set REDIS_URL"),
+    ],
+    ids=["without-secret-key", "with-the-in-memory-channel-layer"],
+)
+def test_production_with_a_development_part_fails_the_check(tmp_path, env, refused, hint):
+    done = check(tmp_path, DEBUG="False", **env)
+
+    assert done.returncode != 0
+    assert re.findall(r"iotadmin\.E\d+", done.stderr) == [refused]
+    assert hint in done.stderr
+
+
+def test_production_with_secret_key_and_redis_passes_the_check(tmp_path):
+    done = check(tmp_path, DEBUG="False", SECRET_KEY="x" * 50, REDIS_URL="redis://127.0.0.1/0")
+
+    assert done.returncode == 0, done.stderr
+    assert "no issues" in done.stdout
+
+
+def test_the_defaults_are_sqlite_under_var_and_the_in_memory_layer(tmp_path):
+    got = settings_in(tmp_path)
+
+    assert (tmp_path / "secret-key").exists()  # the development key, generated once
+    assert got["db"]["ENGINE"] == "django.db.backends.sqlite3"
+    assert got["db"]["NAME"] == str(tmp_path / "iotadmin.sqlite3")
+    assert got["layer"]["BACKEND"] == "channels.layers.InMemoryChannelLayer"
+
+
+def test_database_url_switches_the_database(tmp_path):
+    got = settings_in(tmp_path, DATABASE_URL="postgres://iot:pw@db.example:5433/iotadmin")
+
+    assert got["db"]["ENGINE"] == "django.db.backends.postgresql"
+    assert (got["db"]["HOST"], got["db"]["PORT"], got["db"]["NAME"]) == (
+        "db.example",
+        5433,
+        "iotadmin",
+    )
+    assert (got["db"]["USER"], got["db"]["PASSWORD"]) == ("iot", "pw")
+
+
+def test_redis_url_switches_the_channel_layer(tmp_path):
+    got = settings_in(tmp_path, REDIS_URL="redis://cache.example:6380/2")
+
+    assert got["layer"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    assert got["layer"]["CONFIG"]["hosts"] == ["redis://cache.example:6380/2"]
+
+
+def test_env_example_lists_every_variable_the_settings_read():
+    source = (REPO / "iotadmin" / "settings.py").read_text()
+    read = set(re.findall(r"""(?:env|envbool|environ\.get)\(\s*["']([A-Z_]+)["']""", source))
+
+    assert read == set(VARIABLES)
