@@ -486,3 +486,21 @@ def test_deleting_an_unknown_device_is_a_404_page(client_as, admin, dashboard_hu
     response = client_as(admin).get(url("device-delete", "ghost"))
 
     assert response.status_code == 404 and "ghost" in text(response)
+
+
+def test_disabling_and_rekeying_an_edge_device_keeps_its_edge_capability(
+    client_as, admin, dashboard_hub, registry
+):
+    registry.create_device_with_sas("edge-1", None, None, "enabled", iot_edge=True)
+    client = client_as(admin)
+
+    client.post(
+        url("device-status", "edge-1"),
+        {"etag": etag_on(client.get(url("device-detail", "edge-1"))), "status": "disabled"},
+    )
+    etag = etag_on(client.get(url("device-detail", "edge-1")))
+    client.post(url("device-keys", "edge-1"), {"etag": etag, "which": "secondary"})
+
+    device = registry.get_device("edge-1")
+    assert device.status == "disabled"
+    assert device.capabilities.iot_edge is True
