@@ -167,8 +167,24 @@ class TwinJsonForm(TwinEdit, forms.Form):
 
 
 # -- desired properties, one row per key ---------------------------------------------------
-STRING, NUMBER, BOOLEAN, JSON = "string", "number", "boolean", "json"
-TYPES = [(STRING, "string"), (NUMBER, "number"), (BOOLEAN, "boolean"), (JSON, "JSON")]
+AUTO, STRING, NUMBER, BOOLEAN, JSON = "auto", "string", "number", "boolean", "json"
+TYPES = [
+    (AUTO, "auto"),
+    (STRING, "string"),
+    (NUMBER, "number"),
+    (BOOLEAN, "boolean"),
+    (JSON, "JSON"),
+]
+
+
+def guess_type(text: str) -> str:
+    """For a new row left on "auto": 122 is a number, true a boolean, {...} JSON; an
+    operator who types 122 means the number, not the string "122"."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return STRING
+    return STRING if value is None else type_of(value)
 
 
 def type_of(value) -> str:
@@ -187,6 +203,8 @@ def text_of(value) -> str:
 
 def parse_typed(kind: str, text: str):
     """The value of a row, read as its type says."""
+    if kind == AUTO:
+        kind = guess_type(text)
     if kind == STRING:
         return text
     if kind == BOOLEAN:
@@ -213,7 +231,7 @@ def parse_typed(kind: str, text: str):
 
 class DesiredRowForm(forms.Form):
     key = forms.CharField(required=False, max_length=2048)
-    type = forms.ChoiceField(choices=TYPES, initial=STRING, required=False)
+    type = forms.ChoiceField(choices=TYPES, initial=AUTO, required=False)
     value = forms.CharField(
         required=False,
         strip=False,
@@ -240,7 +258,7 @@ class DesiredRowForm(forms.Form):
         if data.get("remove"):
             return data
         try:
-            data["parsed"] = parse_typed(data.get("type") or STRING, text)
+            data["parsed"] = parse_typed(data.get("type") or AUTO, text)
         except forms.ValidationError as e:
             self.add_error("value", e)
             return data

@@ -373,7 +373,7 @@ def test_the_form_shows_one_row_per_key_with_its_type(target, registry, operator
         ("n", "number", "1.5"),
         ("b", "boolean", "true"),
         ("o", "json", '{"a": [1]}'),
-        (None, "string", None),  # the empty row for a new key
+        (None, "auto", None),  # the empty row for a new key
     ]
     assert '<code>s</code><input type="hidden" name="rows-0-key" value="s">' in text(page)
 
@@ -406,6 +406,22 @@ def test_the_form_sends_only_changed_keys_with_new_and_removed_rows(
     }
     assert entry.detail["desired_version"] == after
     assert f"desired $version is now {after}" in notices(response)[0]
+
+
+@pytest.mark.parametrize(
+    ("typed", "sent"),
+    [("122", 122), ("0.5", 0.5), ("true", True), ('{"hi": 3}', {"hi": 3}), ("eco", "eco")],
+)
+@device_only
+def test_a_new_row_left_on_auto_sends_what_the_value_looks_like(
+    target, registry, operator, client_as, typed, sent
+):
+    client = client_as(operator)
+    data = posted(client.get(url("twin-form", target)).context["form"])
+    data.update({"rows-0-key": "telemetryInterval", "rows-0-value": typed})
+
+    assert client.post(url("twin-form", target), data).status_code == 302
+    assert hub_desired(registry, target)["telemetryInterval"] == sent
 
 
 @module_only
