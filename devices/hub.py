@@ -323,5 +323,6 @@ def registry_statistics() -> dict:
 
 # -- connection strings --------------------------------------------------------------------
 def device_connection_string(device_id: str, key: str, module_id: str = "") -> str:
-    text = f"HostName={config().device_host_name};DeviceId={device_id};SharedAccessKey={key}"
-    return f"{text};ModuleId={module_id}" if module_id else text
+    """In the order the Azure portal shows them: ModuleId before the key."""
+    who = f"DeviceId={device_id};ModuleId={module_id}" if module_id else f"DeviceId={device_id}"
+    return f"HostName={config().device_host_name};{who};SharedAccessKey={key}"

@@ -117,7 +117,7 @@ def test_operator_reveals_a_module_string_that_connects_a_module_client(
     shown = re.search(r'id="cs-primary-value">([^<]+)<', text(response))[1]
     key = primary_key(registry.get_module(*thermo))
     assert (
-        shown == f"HostName={localhub.host};DeviceId=sensor-1;SharedAccessKey={key};ModuleId=thermo"
+        shown == f"HostName={localhub.host};DeviceId=sensor-1;ModuleId=thermo;SharedAccessKey={key}"
     )
     assert 'data-copy="#cs-primary-value"' in text(response)
     client = IoTHubModuleClient.create_from_connection_string(
@@ -145,7 +145,7 @@ def test_reveal_without_javascript_shows_the_whole_page_with_the_string(
 
     primary, secondary = keys_of(registry.get_module(*thermo))
     assert response.status_code == 200 and "<html" in text(response)
-    assert f"SharedAccessKey={secondary};ModuleId=thermo" in text(response)
+    assert f"ModuleId=thermo;SharedAccessKey={secondary}" in text(response)
     assert primary not in text(response)
     page = text(response)
     assert "connection_string.revealed" in page[page.index('id="audit"') :]
