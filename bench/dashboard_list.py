@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -162,6 +163,7 @@ def bench(devices: int, requests: int) -> dict:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+        shutil.rmtree(work, ignore_errors=True)  # ~60,000 identities and their database
 
 
 def main() -> None:

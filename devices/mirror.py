@@ -4,7 +4,7 @@ import itertools
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Min, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from . import hub
@@ -189,8 +189,8 @@ def _chunks(items: list, size: int = BATCH):
 def sync_hub(progress=lambda result: None) -> SyncResult:
     """Pull every device and module through the query API, page by page, and make the
     mirror equal the hub: create what is new, update what changed, delete what is gone.
-    Rows the hub confirmed unchanged get ``synced_at`` too, so the oldest ``synced_at``
-    says how fresh the whole mirror is (``last_synced()``)."""
+    Rows the hub confirmed unchanged get ``synced_at`` too: it says when each row was last
+    known equal to the hub."""
     result = SyncResult()
     now = timezone.now()
     # The first page is asked for before the mirror is read: a hub that is down (or a
@@ -204,9 +204,3 @@ def sync_hub(progress=lambda result: None) -> SyncResult:
     Device.objects.filter(stale).update(synced_at=now)
     Module.objects.filter(stale).update(synced_at=now)
     return result
-
-
-def last_synced():
-    """When the mirror was last confirmed equal to the hub (by sync_hub, or by the write
-    that created a row since): the oldest row's ``synced_at``; None for an empty mirror."""
-    return Device.objects.aggregate(at=Min("synced_at"))["at"]

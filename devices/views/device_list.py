@@ -9,7 +9,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 
-from .. import hub, mirror
+from .. import hub
 from ..access import requires
 from ..models import Device, Module
 
@@ -18,7 +18,7 @@ HUB_PAGE_SIZE = 100
 # What the table shows; the twin documents themselves can weigh 64 KB a row.
 COLUMNS = [
     "device_id", "status", "connection_state", "last_activity_time",
-    "twin_desired_version", "twin_reported_version",
+    "twin_desired_version", "twin_reported_version", "synced_at",
 ]  # fmt: skip
 
 
@@ -106,13 +106,15 @@ def device_list(request):
         "connection_states": Device.ConnectionState.choices,
         "hub_query": get.get("hub_query", ""),
         "continuation": get.get("continuation", ""),
-        "last_synced": mirror.last_synced,  # called by the full page only, not partials
     }
     if context["hub_query"].strip():
         context["hub"] = run_hub_query(context["hub_query"], context["continuation"])
     else:
         page = Paginator(listing(**filters), PAGE_SIZE).get_page(get.get("page"))
         context["page"] = page
+        # How fresh the rows shown are: sync_hub stamps every row it confirmed, so after a
+        # sync this is its time; a dashboard write since makes its row newer, never older.
+        context["synced_at"] = min((d.synced_at for d in page if d.synced_at), default=None)
         context["page_link"] = _link_to_page(get)
     if request.htmx and request.htmx.target == "results":
         return render(request, "devices/partials/device_results.html", context)

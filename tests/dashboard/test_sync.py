@@ -30,7 +30,7 @@ def test_operators_and_admins_sync_and_see_what_changed(
     page = text(client.get(LIST))
     assert "Synced with the hub: 2 devices, 2 modules: 4 created, 0 updated, 0 deleted." in page
     assert "d1</a>" in page and "d2</a>" in page
-    assert "Mirror last synced with the hub" in page
+    assert "these rows were read from the hub 0\xa0minutes ago" in page
 
 
 def test_viewers_get_the_403_page_saying_why(db, dashboard_hub, registry, viewer, client_as):
