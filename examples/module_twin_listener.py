@@ -10,7 +10,7 @@ connection string.
 import json
 import os
 import signal
-import threading
+import time
 
 from azure.iot.device import IoTHubModuleClient
 
@@ -32,12 +32,14 @@ def module_client() -> IoTHubModuleClient:
     )
 
 
-def stop_on_signals() -> threading.Event:
-    """An event set by Ctrl-C (SIGINT) or SIGTERM, so that the client shuts down cleanly."""
-    stop = threading.Event()
+def signals_received() -> list:
+    """A list that Ctrl-C (SIGINT) or SIGTERM appends to, so the client can shut down
+    cleanly. Only an append: setting a threading.Event from a signal handler can deadlock
+    when the signal lands while the main thread holds the Event's lock."""
+    received = []
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
+        signal.signal(sig, lambda number, _frame: received.append(number))
+    return received
 
 
 def main() -> int:
@@ -56,9 +58,10 @@ def main() -> int:
         client.on_twin_desired_properties_patch_received = desired_patch_received
         desired = client.get_twin()["desired"]
         print(f"Current desired properties: {json.dumps(desired)}")
-        stop = stop_on_signals()
+        received = signals_received()
         print(f"Listening as {DEVICE_ID}/{MODULE_ID}; press Ctrl-C to stop.", flush=True)
-        stop.wait()
+        while not received:
+            time.sleep(0.2)
     finally:
         client.shutdown()
     print("Stopped.", flush=True)
