@@ -6,6 +6,8 @@ Nothing here talks to the hub or to Django; the twin views, forms and templates 
 import json
 from dataclasses import dataclass, field
 
+from localhub import twin
+
 READ_ONLY = ("$metadata", "$version")
 MISSING = object()
 
@@ -65,23 +67,9 @@ def diff(old: dict, new: dict) -> dict:
     return patch
 
 
-def merge(doc: dict, patch: dict) -> dict:
-    """``patch`` applied to ``doc`` as IoT Hub applies a PATCH (null deletes; objects merge)."""
-    out = dict(doc)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict):
-            base = out.get(key)
-            out[key] = merge(base if isinstance(base, dict) else {}, value)
-        else:
-            out[key] = value
-    return out
-
-
-def without_nulls(doc: dict) -> dict:
-    """What a full document typed with nulls in it becomes once the hub has applied it."""
-    return merge({}, doc)
+# Shared with localhub: the dashboard previews a patch exactly as the hub applies it.
+merge = twin.merge_values
+without_nulls = twin.without_nulls
 
 
 def touched(patch: dict, prefix: str = "") -> list[str]:

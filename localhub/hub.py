@@ -271,9 +271,9 @@ class Hub:
         now = twin.utcnow()
         new_tags, new_desired = rec["tags"], rec["desired"]
         if replace and tags is not None:
-            new_tags = twin.replace_tags(tags)
+            new_tags = twin.without_nulls(tags)
         elif tags:
-            new_tags = twin.merge_tags(rec["tags"], tags)
+            new_tags = twin.merge_values(rec["tags"], tags)
         if desired is not None:
             write = twin.replace_section if replace else twin.patch_section
             new_desired = write(rec["desired"], desired, now, desired=True)

@@ -93,29 +93,28 @@ def replace_section(section: dict, new_values: dict, now: str, *, desired: bool)
     return merged
 
 
-def merge_tags(tags: dict, patch: dict) -> dict:
-    """New tags: ``patch`` merged into ``tags`` (null deletes), originals untouched."""
-    tags = dict(tags)
+def merge_values(doc: dict, patch: dict) -> dict:
+    """A new dict: ``patch`` applied to ``doc`` as IoT Hub applies a PATCH (null deletes,
+    objects merge), originals untouched. Tags are kept this way; the dashboard uses it to
+    show what a patch will make of a twin."""
+    doc = dict(doc)
     for key, new in patch.items():
         if new is None:
-            tags.pop(key, None)
-        elif isinstance(new, dict) and isinstance(tags.get(key), dict):
-            tags[key] = merge_tags(tags[key], new)
+            doc.pop(key, None)
+        elif isinstance(new, dict) and isinstance(doc.get(key), dict):
+            doc[key] = merge_values(doc[key], new)
         else:
-            tags[key] = _without_nulls(new)
-    return tags
+            doc[key] = without_nulls(new)
+    return doc
 
 
-def _without_nulls(value):
+def without_nulls(value):
+    """What a document written with nulls in it holds once the hub has applied it."""
     if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
         return copy.deepcopy(value)
     return value
-
-
-def replace_tags(new_tags: dict) -> dict:
-    return _without_nulls(new_tags)
 
 
 def etag_of_counter(counter: int) -> str:

@@ -1,10 +1,10 @@
 """The device list: the mirror searched, filtered and paged; the IoT Hub query box."""
 
-import html
 import re
 
 import pytest
 from django.urls import reverse
+from pages import text
 from support import create_identities, desired
 
 from devices import mirror
@@ -21,10 +21,6 @@ def seed(*device_ids, modules=0, **fields):
         Module(device=device, module_id=f"m{j}") for device in devices for j in range(modules)
     )
     return devices
-
-
-def text(response) -> str:
-    return html.unescape(response.content.decode())
 
 
 def test_the_list_needs_a_login(client, db):

@@ -2,34 +2,16 @@
 against a real localhub; the hub's state is checked through the SDK, and a revealed string
 is used by a real module client."""
 
-import html
 import re
 
 import pytest
 from azure.iot.device import IoTHubModuleClient
-from django.contrib.messages import get_messages
-from django.urls import reverse
+from pages import etag_on, messages_of, text, url
 from support import create_identities, new_key, primary_key
 
 from devices.models import AuditEntry, Module
 
 pytestmark = pytest.mark.django_db
-
-
-def url(name, *args):
-    return reverse(f"devices:{name}", args=args)
-
-
-def etag_on(response) -> str:
-    return re.search(r'name="etag" value="([^"]*)"', response.content.decode())[1]
-
-
-def text(response) -> str:
-    return html.unescape(response.content.decode())
-
-
-def messages_of(response) -> list[str]:
-    return [str(m) for m in get_messages(response.wsgi_request)]
 
 
 def keys_of(module) -> tuple[str, str]:

@@ -1,19 +1,14 @@
 """The Sync button: POST devices:sync runs sync_hub and says what it did."""
 
-import html
-
 import pytest
 from django.urls import reverse
+from pages import text
 from support import create_identities
 
 from devices.models import Device
 
 SYNC = reverse("devices:sync")
 LIST = reverse("devices:device-list")
-
-
-def text(response) -> str:
-    return html.unescape(response.content.decode())
 
 
 @pytest.mark.parametrize("role", ["operator", "admin"])
