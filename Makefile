@@ -30,6 +30,7 @@ test-postgres: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/localhub_twin.py
+	$(PY) bench/dashboard_list.py
 
 clean:
 	rm -rf $(VENV) var
