@@ -7,8 +7,10 @@ import asyncio
 import base64
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -193,3 +195,39 @@ class LocalhubProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+class Lines:
+    """The lines a process writes to a pipe, read in a thread so a test can wait with a deadline."""
+
+    def __init__(self, pipe):
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, args=(pipe,), daemon=True).start()
+
+    def _read(self, pipe):
+        with pipe:
+            for line in pipe:
+                self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, prefix: str, timeout: float = 20) -> str:
+        """The next line starting with ``prefix``; fails at the deadline or at end of output."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                pytest.fail(f"output ended without {prefix!r}: {self.seen}")
+            self.seen.append(line)
+            if line.startswith(prefix):
+                return line
+        pytest.fail(f"no {prefix!r} within {timeout} s: {self.seen}")
+
+    def all(self, timeout: float = 10) -> list[str]:
+        """Every line, once the process has closed its output."""
+        while (line := self._queue.get(timeout=timeout)) is not None:
+            self.seen.append(line)
+        return self.seen

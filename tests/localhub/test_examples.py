@@ -6,59 +6,20 @@ developer's `make run` may hold) and the scripts find it through LOCALHUB_DIR.
 
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 from conftest import _free_loopback_address
-from support import REPO, registry_manager_for, wait_for
+from support import REPO, Lines, registry_manager_for, wait_for
 
 CREATE = "examples/create_identities.py"
 UPDATE = "examples/update_module_twin.py"
 LISTENER = "examples/module_twin_listener.py"
 HUB_ENV = ("IOTHUB_CONNECTION_STRING", "IOTHUB_MODULE_CONNECTION_STRING", "LOCALHUB_DIR")
-
-
-class Lines:
-    """The lines a process writes to a pipe, read in a thread so a test can wait with a deadline."""
-
-    def __init__(self, pipe):
-        self.seen: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, args=(pipe,), daemon=True).start()
-
-    def _read(self, pipe):
-        with pipe:
-            for line in pipe:
-                self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def wait_for(self, prefix: str, timeout: float = 20) -> str:
-        """The next line starting with ``prefix``; fails at the deadline or at end of output."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self._queue.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                pytest.fail(f"output ended without {prefix!r}: {self.seen}")
-            self.seen.append(line)
-            if line.startswith(prefix):
-                return line
-        pytest.fail(f"no {prefix!r} within {timeout} s: {self.seen}")
-
-    def all(self, timeout: float = 10) -> list[str]:
-        """Every line, once the process has closed its output."""
-        while (line := self._queue.get(timeout=timeout)) is not None:
-            self.seen.append(line)
-        return self.seen
 
 
 def stop(process: subprocess.Popen) -> None:

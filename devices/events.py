@@ -1,0 +1,76 @@
+"""Live module events: their shape, their Channels group, and the one place that sends them.
+
+An event is a plain dict (JSON as the page receives it)::
+
+    {"type": "twin.desired_received", "device_id": "d1", "module_id": "m1",
+     "version": 7, "patch": {...}, "at": "2026-11-26T05:40:00.123Z"}
+
+``version`` is the desired or reported ``$version`` the event concerns; ``patch`` the JSON
+the module's callback received or the module sent.
+"""
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+TYPES = (
+    "twin.desired_received",
+    "twin.reported_sent",
+    "module.connected",
+    "module.disconnected",
+)
+
+
+class ModuleEvent(TypedDict):
+    type: str
+    device_id: str
+    module_id: str
+    version: int | None
+    patch: Any
+    at: str
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """UTC, ISO 8601 with milliseconds and a Z: 2026-11-26T05:40:00.123Z."""
+    moment = (moment or datetime.now(UTC)).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def make_event(type: str, device_id: str, module_id: str, version, patch) -> ModuleEvent:
+    if type not in TYPES:
+        raise ValueError(f"unknown module event type {type!r}; expected one of {TYPES}")
+    return {
+        "type": type,
+        "device_id": device_id,
+        "module_id": module_id,
+        "version": version,
+        "patch": patch,
+        "at": utc_timestamp(),
+    }
+
+
+def module_group(device_id: str, module_id: str) -> str:
+    """The Channels group of one module's pages.
+
+    Group names allow only ``[a-zA-Z0-9-_.]`` and fewer than 100 characters, while IoT Hub ids
+    may hold ``- . + % _ # * ? ! ( ) , = @ $ ' : ;`` and are up to 128 characters each, so the
+    name is ``module.`` and the SHA-256 of the two ids (JSON-encoded together, so no pair of
+    ids can be confused with another): 71 characters, safe for any id.
+    """
+    ids = json.dumps([device_id, module_id]).encode()
+    return "module." + hashlib.sha256(ids).hexdigest()
+
+
+async def send_module_event(event: ModuleEvent) -> None:
+    """Hand ``event`` to every page open on its module (handled by ``module_event``)."""
+    layer = get_channel_layer()
+    group = module_group(event["device_id"], event["module_id"])
+    await layer.group_send(group, {"type": "module.event", "event": event})
+
+
+def send_module_event_sync(event: ModuleEvent) -> None:
+    async_to_sync(send_module_event)(event)

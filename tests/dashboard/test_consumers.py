@@ -1,0 +1,184 @@
+"""The module events websocket (/ws/modules/<device>/<module>/) through iotadmin.asgi, as a
+browser reaches it: session cookie, Origin header, URL-encoded ids. Every test runs with the
+in-memory channel layer and with channels_redis against the Redis on 127.0.0.1:6379."""
+
+import contextlib
+import re
+import uuid
+from urllib.parse import quote
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import channel_layers, get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
+from django.contrib.auth.models import User
+from django.test import Client
+
+from devices.events import make_event, module_group, send_module_event
+from iotadmin.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LOCAL = (b"origin", b"http://localhost")
+AT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def layer(request, settings):
+    """The channel layer the app uses in this test; Redis keys under a prefix of its own."""
+    if request.param == "memory":
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    else:
+        settings.CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {
+                    "hosts": ["redis://127.0.0.1:6379/0"],
+                    "prefix": f"iotadmin-test-{uuid.uuid4().hex}:",
+                },
+            }
+        }
+    channel_layers.backends = {}
+    used = get_channel_layer()
+    yield used
+    if request.param == "redis":
+        await used.flush()  # deletes only this test's prefix, then closes the pools
+    channel_layers.backends = {}
+
+
+def cookie_of(user: User) -> tuple[bytes, bytes]:
+    """The Cookie header of a browser logged in as ``user``."""
+    client = Client()
+    client.force_login(user)
+    session = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+    return b"cookie", f"{django_settings.SESSION_COOKIE_NAME}={session}".encode()
+
+
+async_cookie_of = database_sync_to_async(cookie_of)
+
+
+def path_of(device_id: str, module_id: str) -> str:
+    return f"/ws/modules/{quote(device_id, safe='')}/{quote(module_id, safe='')}/"
+
+
+@contextlib.asynccontextmanager
+async def socket(device_id: str, module_id: str, headers):
+    """A websocket on the module's path; yields (communicator, accepted); always closed."""
+    communicator = WebsocketCommunicator(application, path_of(device_id, module_id), headers)
+    try:
+        accepted, _ = await communicator.connect(timeout=5)
+        yield communicator, accepted
+    finally:
+        await communicator.disconnect()
+
+
+@pytest.fixture
+def viewer_cookie(make_user):
+    return cookie_of(make_user("viewer"))
+
+
+# -- who may connect -----------------------------------------------------------------------
+async def test_refused_without_login(layer):
+    async with socket("d1", "m1", [LOCAL]) as (_, accepted):
+        assert not accepted
+
+
+async def test_refused_for_a_user_without_a_role(layer, django_user_model):
+    user = await django_user_model.objects.acreate(username="nobody")
+
+    async with socket("d1", "m1", [LOCAL, await async_cookie_of(user)]) as (_, accepted):
+        assert not accepted
+
+
+async def test_refused_from_a_foreign_origin(layer, viewer_cookie):
+    evil = (b"origin", b"http://evil.example")
+    async with socket("d1", "m1", [evil, viewer_cookie]) as (_, accepted):
+        assert not accepted
+
+
+@pytest.mark.parametrize("role", ["viewer", "operator", "admin"])
+async def test_accepted_for_every_role(layer, role, make_user):
+    cookie = await async_cookie_of(await database_sync_to_async(make_user)(role))
+    async with socket("d1", "m1", [LOCAL, cookie]) as (_, accepted):
+        assert accepted
+
+
+# -- what arrives --------------------------------------------------------------------------
+async def test_module_events_arrive_with_their_shape_and_others_do_not(layer, viewer_cookie):
+    async with socket("d1", "m1", [LOCAL, viewer_cookie]) as (page, accepted):
+        assert accepted
+        await send_module_event(make_event("twin.desired_received", "d1", "m2", 1, {"x": 1}))
+        await send_module_event(make_event("twin.desired_received", "d2", "m1", 1, {"x": 2}))
+        sent = make_event("twin.desired_received", "d1", "m1", 7, {"telemetryInterval": 5})
+        await send_module_event(sent)
+
+        received = await page.receive_json_from(timeout=5)
+
+        assert received == sent
+        assert set(received) == {"type", "device_id", "module_id", "version", "patch", "at"}
+        assert received["type"] == "twin.desired_received"
+        assert received["version"] == 7 and received["patch"] == {"telemetryInterval": 5}
+        assert AT.match(received["at"]), received["at"]
+        assert await page.receive_nothing(timeout=0.3)
+
+
+async def test_every_open_page_receives_each_event(layer, viewer_cookie):
+    async with (
+        socket("d1", "m1", [LOCAL, viewer_cookie]) as (first, accepted1),
+        socket("d1", "m1", [LOCAL, viewer_cookie]) as (second, accepted2),
+    ):
+        assert accepted1 and accepted2
+        sent = make_event("module.connected", "d1", "m1", None, None)
+        await send_module_event(sent)
+
+        assert await first.receive_json_from(timeout=5) == sent
+        assert await second.receive_json_from(timeout=5) == sent
+
+
+@pytest.mark.parametrize(
+    "device_id, module_id",
+    [("a#b?c", "m:1;x"), ("p%41", "(x)=@$'!*+,"), ("dev.1-2_3", "mod.1-2_3")],
+)
+async def test_ids_with_special_characters_work_end_to_end(
+    layer, viewer_cookie, device_id, module_id
+):
+    """``p%41`` stays ``p%41``: the path is decoded once (by the server), never twice."""
+    async with socket(device_id, module_id, [LOCAL, viewer_cookie]) as (page, accepted):
+        assert accepted
+        await send_module_event(make_event("twin.reported_sent", "p%41", "A", 2, {}))
+        sent = make_event("twin.reported_sent", device_id, module_id, 3, {"a": {"ac": 200}})
+        await send_module_event(sent)
+
+        assert await page.receive_json_from(timeout=5) == sent
+        assert await page.receive_nothing(timeout=0.3)
+
+
+async def test_leaving_the_page_leaves_the_group(viewer_cookie, settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    channel_layers.backends = {}
+    group = module_group("d1", "m1")
+    async with socket("d1", "m1", [LOCAL, viewer_cookie]) as (_, accepted):
+        assert accepted
+        assert len(get_channel_layer().groups[group]) == 1
+    assert not get_channel_layer().groups.get(group)
+
+
+# -- the event shape and group names -------------------------------------------------------
+def test_unknown_event_types_are_refused():
+    with pytest.raises(ValueError, match="unknown module event type"):
+        make_event("twin.changed", "d1", "m1", 1, {})
+
+
+def test_group_names_are_valid_for_any_ids():
+    long_id = "#?%:;" * 25  # 125 characters, all of them forbidden in group names
+    names = {module_group(d, m) for d, m in [("a", "b:c"), ("a:b", "c"), (long_id, long_id)]}
+
+    assert len(names) == 3
+    for name in names:
+        assert re.fullmatch(r"[a-zA-Z0-9\-_.]{1,99}", name), name
