@@ -14,7 +14,6 @@ SQL queries per page on page 1 and page 100, which must be the same number.
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import secrets
@@ -30,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from localhub_twin import create_modules, free_loopback_address  # noqa: E402
+from localhub_twin import create_modules, free_loopback_address, write_results  # noqa: E402
 
 MODULES_PER_DEVICE = 5
 TARGETS = {"sync_seconds": 30, "list_p50_ms": 30}
@@ -186,10 +185,7 @@ def main() -> None:
         "python": platform.python_version(),
         "load_average_1m": round(os.getloadavg()[0], 2),  # other work on the machine
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print("targets:", json.dumps(results["targets"]))
-    print(f"written to {args.json}")
+    write_results(args.json, results)
 
 
 if __name__ == "__main__":

@@ -313,10 +313,15 @@ def main() -> None:
     }
     results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     results["seconds_per_level"] = args.seconds
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.json, results)
+
+
+def write_results(path: Path, results: dict) -> None:
+    """Every bench ends the same way: targets printed, everything written as JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
     print("targets:", json.dumps(results["targets"]))
-    print(f"written to {args.json}")
+    print(f"written to {path}")
 
 
 if __name__ == "__main__":
