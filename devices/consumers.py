@@ -1,9 +1,14 @@
-"""The websocket a module page opens to receive that module's live events."""
+"""The websockets: pages receive a module's live events; simulated modules hand them in."""
+
+import json
+import logging
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 
-from devices.events import module_group
+from devices.events import TYPES, ingest_ids, module_group, send_module_event
+
+log = logging.getLogger(__name__)
 
 VIEW_MODULE = "devices.view_module"
 
@@ -12,7 +17,7 @@ class ModuleEventsConsumer(AsyncJsonWebsocketConsumer):
     """``/ws/modules/<device_id>/<module_id>/``: forwards every event sent to the module's group.
 
     Anonymous users and users who may not view modules are refused; the origin is checked by
-    AllowedHostsOriginValidator in asgi.py. The ids come URL-encoded in the URL; the server
+    AllowedHostsOriginValidator in routing.py. The ids come URL-encoded in the URL; the server
     (daphne, and WebsocketCommunicator in tests) has already decoded ``scope["path"]``, so the
     route's ids are used as they are: decoding again would corrupt ids holding ``%``.
     """
@@ -39,3 +44,51 @@ class ModuleEventsConsumer(AsyncJsonWebsocketConsumer):
     @database_sync_to_async
     def may_view(self, user) -> bool:
         return user.has_perm(VIEW_MODULE)
+
+
+class IngestConsumer(AsyncWebsocketConsumer):
+    """``/ws/ingest/``: a simulated module's events, published to its module's group.
+
+    The simulator is a process of its own, and the in-memory channel layer lives inside the
+    web process, so the simulator cannot publish on the layer itself; it hands its events to
+    whichever web process it reaches, which publishes them (on Redis, to every web process).
+    It authenticates with ``Authorization: Bearer <ingest_token(device_id, module_id)>`` and
+    may only send events of that module.
+    """
+
+    ids: tuple[str, str] | None = None
+
+    async def connect(self):
+        headers = dict(self.scope.get("headers", ()))
+        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        self.ids = ingest_ids(token.strip()) if scheme.lower() == "bearer" else None
+        if self.ids is None:
+            await self.close()  # before accept: the handshake is refused with 403
+            return
+        await self.accept()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        try:
+            event = _module_event(json.loads(text_data or bytes_data or b""), self.ids)
+        except (ValueError, TypeError) as e:
+            log.warning("Refused an event from the simulator of %s/%s: %s", *self.ids, e)
+            await self.close(code=4400)
+            return
+        await send_module_event(event)
+
+
+def _module_event(data, ids: tuple[str, str]) -> dict:
+    """The event as pages receive it, keeping only its known keys; ValueError if malformed."""
+    if not isinstance(data, dict):
+        raise ValueError("an event must be a JSON object")
+    if (data.get("device_id"), data.get("module_id")) != ids:
+        raise ValueError("the event is for another module than the token's")
+    if data.get("type") not in TYPES:
+        raise ValueError(f"unknown event type {data.get('type')!r}")
+    version = data.get("version")
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+        raise ValueError("version must be an integer or null")
+    if not isinstance(data.get("at"), str):
+        raise ValueError("at must be a timestamp string")
+    keys = ("type", "device_id", "module_id", "version", "patch", "at")
+    return {key: data.get(key) for key in keys}

@@ -16,6 +16,7 @@ from typing import Any, TypedDict
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.core import signing
 
 TYPES = (
     "twin.desired_received",
@@ -51,6 +52,28 @@ def make_event(type: str, device_id: str, module_id: str, version, patch) -> Mod
         "patch": patch,
         "at": utc_timestamp(),
     }
+
+
+# A simulator makes a fresh token at each connection; a token is good for a module only.
+INGEST_SALT = "iotadmin.events.ingest"
+INGEST_TOKEN_MAX_AGE = 300
+
+
+def ingest_token(device_id: str, module_id: str) -> str:
+    """What a simulated module shows the web app's ingest websocket (``Authorization: Bearer``):
+    signed with SECRET_KEY, so only a process holding the app's settings can make one."""
+    return signing.dumps([device_id, module_id], salt=INGEST_SALT, compress=True)
+
+
+def ingest_ids(token: str) -> tuple[str, str] | None:
+    """The (device_id, module_id) a token was made for, or None if it is forged or too old."""
+    try:
+        ids = signing.loads(token, salt=INGEST_SALT, max_age=INGEST_TOKEN_MAX_AGE)
+    except signing.BadSignature:  # SignatureExpired is one too
+        return None
+    if isinstance(ids, list) and len(ids) == 2 and all(isinstance(i, str) for i in ids):
+        return ids[0], ids[1]
+    return None
 
 
 def module_group(device_id: str, module_id: str) -> str:

@@ -1,13 +1,21 @@
-"""Websocket routes (wrapped in origin checking and session auth by iotadmin/asgi.py)."""
+"""Websocket routes, each wrapped in the checks it needs.
 
+Pages authenticate with their session cookie, so their route checks the origin (against
+ALLOWED_HOSTS) and loads the user. Simulated modules are not browsers: they hand in events
+with a signed token (devices.events.ingest_token), and send no Origin or cookie.
+"""
+
+from channels.auth import AuthMiddlewareStack
+from channels.security.websocket import AllowedHostsOriginValidator
 from django.urls import re_path
 
-from devices.consumers import ModuleEventsConsumer
+from devices.consumers import IngestConsumer, ModuleEventsConsumer
 
 # Ids are URL-encoded in the path (IoT Hub ids may hold ``? # % :``); never contain ``/``.
 websocket_urlpatterns = [
     re_path(
         r"^ws/modules/(?P<device_id>[^/]+)/(?P<module_id>[^/]+)/$",
-        ModuleEventsConsumer.as_asgi(),
+        AllowedHostsOriginValidator(AuthMiddlewareStack(ModuleEventsConsumer.as_asgi())),
     ),
+    re_path(r"^ws/ingest/$", IngestConsumer.as_asgi()),
 ]

@@ -1,8 +1,10 @@
 """``python -m iotadmin.run`` (what ``make run`` calls): the whole stack on this machine.
 
 Migrates, makes sure an admin exists, starts localhub (unless IOTHUB_CONNECTION_STRING names
-another hub) and, once the hub is up, the web app at http://127.0.0.1:8000; prints the URL and
-the login, and stops everything on Ctrl-C or SIGTERM. If one part exits, the others are
+another hub) and, once the hub is up, the web app at http://127.0.0.1:8000 and a simulated
+module (myFirstDevice/myFirstModule on localhub, created if missing), whose events the module
+page shows live; prints the URL and the login, and stops everything on Ctrl-C or SIGTERM,
+simulators started from pages included. If the hub or the web app exits, the others are
 stopped and the exit is reported.
 
 Each part is a child process in its own process group: a signal reaches this process only,
@@ -24,6 +26,7 @@ from iotadmin import settings
 REPO = Path(__file__).resolve().parent.parent
 WEB_HOST, WEB_PORT = "127.0.0.1", 8000
 HUB_HOST, HUB_PORT = "localhost", 8443
+DEMO_DEVICE, DEMO_MODULE = "myFirstDevice", "myFirstModule"
 STARTUP_TIMEOUT = 60
 STOP_TIMEOUT = 10
 
@@ -43,6 +46,7 @@ class Part:
     name: str
     argv: list[str]
     ready: Callable[[], bool]
+    essential: bool = True  # when it exits, everything stops
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     def start(self) -> None:
@@ -110,7 +114,6 @@ def parts() -> list[Part]:
                 ),
             )
         )
-    # The next issue's simulated module goes here: a Part started once the hub is ready.
     found.append(
         Part(
             "web app",
@@ -118,6 +121,19 @@ def parts() -> list[Part]:
             ready=lambda: port_open(WEB_HOST, WEB_PORT),
         )
     )
+    if not settings.IOTHUB_CONNECTION_STRING:  # a real hub is not ours to add identities to
+        found.append(
+            Part(
+                "simulated module",
+                [
+                    *(sys.executable, "manage.py", "simulate_module", "--create"),
+                    *(DEMO_DEVICE, DEMO_MODULE),
+                    *("--events-url", f"ws://{WEB_HOST}:{WEB_PORT}/ws/ingest/"),
+                ],
+                ready=lambda: True,  # it prints module.connected; nothing waits for it
+                essential=False,
+            )
+        )
     return found
 
 
@@ -133,11 +149,25 @@ def wait_ready(part: Part, running: list[Part]) -> None:
 
 
 def watch(running: list[Part]) -> None:
+    reported = set()
     while True:
         for part in running:
             if (code := part.exited()) is not None:
-                raise Stop(f"{part.name} exited with code {code}")
+                if part.essential:
+                    raise Stop(f"{part.name} exited with code {code}")
+                if part.name not in reported:
+                    reported.add(part.name)
+                    print(f"{part.name} exited with code {code}; the rest goes on.", flush=True)
         time.sleep(0.5)
+
+
+def stop_page_simulators() -> None:
+    """Simulators started from module pages run in sessions of their own: stop them too."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iotadmin.settings")
+    from devices import simulator_control
+
+    if stopped := simulator_control.stop_all(Path(settings.VAR_DIR)):
+        print(f"Stopped {stopped} simulated module(s) started from the pages.")
 
 
 def check_ports() -> None:
@@ -176,6 +206,7 @@ def main() -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for part in reversed(running):
             part.stop()
+        stop_page_simulators()
     if reason in ("SIGINT", "SIGTERM"):
         print("Stopped.")
         return 0

@@ -107,6 +107,10 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# Where simulated modules hand their events to the web app (see devices/consumers.py,
+# IngestConsumer). Unset: a simulator started from a page uses the address that page was
+# served from, and `manage.py simulate_module` the address `make run` serves.
+EVENTS_URL = env("IOTADMIN_EVENTS_URL")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

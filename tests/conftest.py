@@ -258,9 +258,13 @@ def live_dashboard(transactional_db, dashboard_hub, tmp_path):
     Its rows are committed (``transactional_db``) so that the server sees them."""
     from browser_support import DashboardServer
 
+    from devices import simulator_control
+
     server = DashboardServer(dashboard_hub.settings.data_dir, tmp_path).start()
     yield server
     server.stop()
+    # Simulators it started run in sessions of their own: they outlive it unless stopped.
+    simulator_control.stop_all(Path(server.env["IOTADMIN_VAR_DIR"]))
     print(f"-- dashboard server log --\n{server.log}")  # shown when the test fails
 
 

@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -195,6 +196,27 @@ class LocalhubProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+class HubProcess(LocalhubProcess):
+    """``python -m localhub`` in a subprocess, so it can be killed with SIGKILL."""
+
+    def start(self) -> "HubProcess":
+        (self.data_dir / "connection-string").unlink(missing_ok=True)
+        self.spawn(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self.ready, timeout=30, what="the hub process to start")
+        return self
+
+    def ready(self) -> bool:
+        assert self.process.poll() is None, "the hub process exited"
+        path = self.data_dir / "connection-string"
+        if not path.exists() or not re.match(r"HostName=.*SharedAccessKey=", path.read_text()):
+            return False
+        try:
+            self.registry_manager().get_device_registry_statistics()
+        except Exception:
+            return False
+        return True
 
 
 class Lines:

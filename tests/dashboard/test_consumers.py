@@ -1,9 +1,11 @@
-"""The module events websocket (/ws/modules/<device>/<module>/) through iotadmin.asgi, as a
-browser reaches it: session cookie, Origin header, URL-encoded ids. Every test runs with the
-in-memory channel layer and with channels_redis against the Redis on 127.0.0.1:6379."""
+"""The websockets through iotadmin.asgi: the module events one (/ws/modules/<device>/<module>/)
+as a browser reaches it (session cookie, Origin header, URL-encoded ids), and the ingest one
+(/ws/ingest/) as a simulated module does (a signed token). Every test runs with the in-memory
+channel layer and with channels_redis against the Redis on 127.0.0.1:6379."""
 
 import contextlib
 import re
+import time
 import uuid
 from urllib.parse import quote
 
@@ -15,7 +17,13 @@ from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.test import Client
 
-from devices.events import make_event, module_group, send_module_event
+from devices.events import (
+    INGEST_TOKEN_MAX_AGE,
+    ingest_token,
+    make_event,
+    module_group,
+    send_module_event,
+)
 from iotadmin.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -182,3 +190,75 @@ def test_group_names_are_valid_for_any_ids():
     assert len(names) == 3
     for name in names:
         assert re.fullmatch(r"[a-zA-Z0-9\-_.]{1,99}", name), name
+
+
+# -- /ws/ingest/: where simulated modules hand in their events ------------------------------
+@contextlib.asynccontextmanager
+async def ingest(headers):
+    """The ingest websocket as a simulator opens it (no Origin, no cookie); always closed."""
+    communicator = WebsocketCommunicator(application, "/ws/ingest/", headers)
+    try:
+        accepted, _ = await communicator.connect(timeout=5)
+        yield communicator, accepted
+    finally:
+        await communicator.disconnect()
+
+
+def bearer(token: str) -> tuple[bytes, bytes]:
+    return b"authorization", f"Bearer {token}".encode()
+
+
+async def test_ingest_refuses_a_missing_forged_or_stale_token(layer, monkeypatch):
+    async with ingest([]) as (_, accepted):
+        assert not accepted
+    forged = ingest_token("d1", "m1")[:-2] + "xx"
+    async with ingest([bearer(forged)]) as (_, accepted):
+        assert not accepted
+    stale_now = time.time() - INGEST_TOKEN_MAX_AGE - 5
+    monkeypatch.setattr("django.core.signing.time.time", lambda: stale_now)
+    stale = ingest_token("d1", "m1")
+    monkeypatch.undo()
+    async with ingest([bearer(stale)]) as (_, accepted):
+        assert not accepted
+    async with ingest([bearer(ingest_token("d1", "m1"))]) as (_, accepted):
+        assert accepted
+
+
+async def test_ingested_events_reach_the_modules_pages(layer, viewer_cookie):
+    async with (
+        socket("a#b?c", "m:1", [LOCAL, viewer_cookie]) as (page, page_accepted),
+        ingest([bearer(ingest_token("a#b?c", "m:1"))]) as (simulator, accepted),
+    ):
+        assert page_accepted and accepted
+        sent = make_event("twin.desired_received", "a#b?c", "m:1", 4, {"telemetryInterval": 9})
+        await simulator.send_json_to({**sent, "extra": "dropped"})
+
+        assert await page.receive_json_from(timeout=5) == sent
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"device_id": "d1", "module_id": "other"},  # another module than the token's
+        {"type": "twin.changed"},
+        {"version": "7"},
+        {"at": None},
+    ],
+)
+async def test_ingest_drops_a_bad_event_and_closes(layer, viewer_cookie, bad):
+    async with (
+        socket("d1", "m1", [LOCAL, viewer_cookie]) as (page, _),
+        ingest([bearer(ingest_token("d1", "m1"))]) as (simulator, accepted),
+    ):
+        assert accepted
+        await simulator.send_json_to({**make_event("module.connected", "d1", "m1", 1, {}), **bad})
+
+        assert (await simulator.receive_output(timeout=5))["code"] == 4400
+        assert await page.receive_nothing(timeout=0.3)
+
+
+async def test_ingest_closes_on_text_that_is_not_json(layer):
+    async with ingest([bearer(ingest_token("d1", "m1"))]) as (simulator, accepted):
+        assert accepted
+        await simulator.send_to(text_data="{not json")
+        assert (await simulator.receive_output(timeout=5))["code"] == 4400

@@ -15,14 +15,18 @@ from devices.simulator import acknowledgement
 
 
 def start(localhub, *args) -> tuple[subprocess.Popen, Lines]:
+    """The command as a user runs it; events only printed (``--events-url=``): handing them to
+    a web app is tested in test_live_events.py."""
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "simulate_module", *args],
+        [sys.executable, "manage.py", "simulate_module", "--events-url=", *args],
         cwd=REPO,
         env={
             **os.environ,
             "IOTHUB_CONNECTION_STRING": "",
             "IOTHUB_CA_FILE": "",
             "LOCALHUB_DIR": str(localhub.settings.data_dir),
+            # Its lock (one simulator per module) in this test's own folder.
+            "IOTADMIN_VAR_DIR": str(localhub.settings.data_dir.parent / "var"),
             "PYTHONUNBUFFERED": "1",
         },
         stdout=subprocess.PIPE,
@@ -107,6 +111,18 @@ def test_an_unknown_module_ends_in_one_line_without_traceback(dashboard_hub, reg
     assert "Traceback" not in error
     assert len(error.splitlines()) == 1
     assert "d/nope" in error
+
+
+def test_a_second_simulator_for_the_same_module_is_refused(simulator, dashboard_hub):
+    first, lines = simulator
+    next_event(lines, "module.connected")
+    second, second_lines = start(dashboard_hub, "d", "m")
+    assert second.wait(30) == 1
+    assert second_lines.all() == []
+    assert second.stderr.read().strip() == (
+        f"CommandError: A simulator already runs for d/m (pid {first.pid})."
+    )
+    assert first.poll() is None  # the first one goes on
 
 
 def test_reconnects_after_the_hub_restarts_and_still_receives_changes(simulator, registry,

@@ -1,14 +1,12 @@
 """What a hub knows survives a restart: identities, keys, twins, versions, sessions."""
 
-import re
-import subprocess
 import threading
 
 import pytest
 from azure.iot.device import IoTHubDeviceClient
 from azure.iot.hub.models import Twin, TwinProperties
 from conftest import _free_loopback_address
-from support import LocalhubProcess, desired, http_error, primary_key, wait_for
+from support import HubProcess, desired, http_error, primary_key, wait_for
 
 
 def everything(registry) -> dict:
@@ -286,27 +284,6 @@ def test_policy_keys_and_the_ca_survive_a_restart(localhub, registry):
 
 
 # -- a hub killed outright, not stopped: acknowledged writes must already be on disk ----
-
-
-class HubProcess(LocalhubProcess):
-    """``python -m localhub`` in a subprocess, so it can be killed with SIGKILL."""
-
-    def start(self) -> "HubProcess":
-        (self.data_dir / "connection-string").unlink(missing_ok=True)
-        self.spawn(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self.ready, timeout=30, what="the hub process to start")
-        return self
-
-    def ready(self) -> bool:
-        assert self.process.poll() is None, "the hub process exited"
-        path = self.data_dir / "connection-string"
-        if not path.exists() or not re.match(r"HostName=.*SharedAccessKey=", path.read_text()):
-            return False
-        try:
-            self.registry_manager().get_device_registry_statistics()
-        except Exception:
-            return False
-        return True
 
 
 @pytest.fixture

@@ -1,0 +1,198 @@
+"""Simulated module processes started from the module page: start, stop, and whether one runs.
+
+Each simulator (``manage.py simulate_module``, however started) holds an exclusive lock on
+a file of its module under VAR_DIR/simulators while it runs, holding its pid and start time.
+The lock is the truth: it is released when the process ends, even by a crash, so there is no
+stale state, a second simulator for a module is refused, and every web process on this
+machine sees the same thing.
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+from devices import hub
+from devices.events import utc_timestamp
+
+START_TIMEOUT = 15  # seconds to wait for the module to connect before answering
+STOP_TIMEOUT = 5
+LOCK_ATTEMPTS = 10  # a status check holds the lock for microseconds: try again a little
+
+
+class ControlError(Exception):
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class AlreadyRunning(ControlError):
+    pass
+
+
+class StartFailed(ControlError):
+    pass
+
+
+@dataclass
+class Running:
+    pid: int
+    started_at: str
+    log_path: Path
+
+
+def _files(device_id: str, module_id: str) -> tuple[Path, Path]:
+    key = hashlib.sha256(json.dumps([device_id, module_id]).encode()).hexdigest()[:32]
+    folder = Path(settings.VAR_DIR) / "simulators"
+    return folder / f"{key}.lock", folder / f"{key}.log"
+
+
+def _label(device_id: str, module_id: str) -> str:
+    return f"{device_id}/{module_id}"
+
+
+@contextlib.contextmanager
+def module_lock(device_id: str, module_id: str):
+    """Held by the simulator process while it runs; AlreadyRunning if another one holds it."""
+    lock_path, _ = _files(device_id, module_id)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        for attempt in range(LOCK_ATTEMPTS):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == LOCK_ATTEMPTS - 1:
+                    running = status(device_id, module_id)
+                    pid = f" (pid {running.pid})" if running else ""
+                    raise AlreadyRunning(
+                        f"A simulator already runs for {_label(device_id, module_id)}{pid}."
+                    ) from None
+                time.sleep(0.02)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "started_at": utc_timestamp()}).encode())
+        yield
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def status(device_id: str, module_id: str) -> Running | None:
+    lock_path, log_path = _files(device_id, module_id)
+    return _holder(lock_path, log_path)
+
+
+def _holder(lock_path: Path, log_path: Path) -> Running | None:
+    """The simulator holding ``lock_path``, or None when no process holds it."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # held: a simulator runs
+        else:
+            return None
+        for _ in range(50):  # the holder writes its pid just after taking the lock
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                found = json.loads(os.pread(fd, 4096, 0))
+                return Running(found["pid"], found["started_at"], log_path)
+            time.sleep(0.01)
+        return None
+    finally:
+        os.close(fd)
+
+
+def start(device_id: str, module_id: str, events_url: str) -> Running:
+    """Start ``simulate_module`` for the module, handing its events to ``events_url``; return
+    once the module connected (or after START_TIMEOUT, still connecting). AlreadyRunning if
+    one runs; StartFailed, with the command's own one-line reason, if it exits."""
+    if running := status(device_id, module_id):
+        raise AlreadyRunning(
+            f"A simulator already runs for {_label(device_id, module_id)} (pid {running.pid})."
+        )
+    hub.config()  # HubError if there is no hub: said before starting anything
+    # The child uses this process's hub, wherever these settings came from; the secret goes
+    # in its environment (readable by this user only), not on its command line.
+    env = {
+        **os.environ,
+        "IOTHUB_CONNECTION_STRING": settings.IOTHUB_CONNECTION_STRING,
+        "IOTHUB_CA_FILE": settings.IOTHUB_CA_FILE,
+        "LOCALHUB_DIR": str(settings.LOCALHUB_DIR),
+        "IOTADMIN_VAR_DIR": str(settings.VAR_DIR),
+        "PYTHONUNBUFFERED": "1",
+    }
+    _, log_path = _files(device_id, module_id)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "simulate_module"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [*argv, device_id, module_id, "--events-url", events_url],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=settings.BASE_DIR,
+            start_new_session=True,  # not stopped with the web process's own group
+        )
+    threading.Thread(target=process.wait, daemon=True).start()  # reaps it when it ends
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StartFailed(_failure(log_path, process.returncode))
+        if b'"module.connected"' in log_path.read_bytes():
+            break
+        time.sleep(0.05)
+    return status(device_id, module_id) or Running(process.pid, utc_timestamp(), log_path)
+
+
+def _failure(log_path: Path, code: int) -> str:
+    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines()]
+    last = next((line for line in reversed(lines) if line), "")
+    last = last.removeprefix("CommandError: ")
+    return last or f"The simulator exited with code {code}."
+
+
+def stop(device_id: str, module_id: str) -> bool:
+    """Stop the module's simulator (SIGTERM, then SIGKILL); False if none ran."""
+    running = status(device_id, module_id)
+    if running is None:
+        return False
+    _terminate(running.pid, lambda: status(device_id, module_id) is None)
+    return True
+
+
+def stop_all(var_dir: Path | None = None) -> int:
+    """Stop every simulator of ``var_dir`` (default VAR_DIR; ``make run`` does at exit);
+    return how many ran."""
+    stopped = 0
+    for lock_path in (Path(var_dir or settings.VAR_DIR) / "simulators").glob("*.lock"):
+        if running := _holder(lock_path, lock_path.with_suffix(".log")):
+            _terminate(running.pid, lambda path=lock_path: _holder(path, path) is None)
+            stopped += 1
+    return stopped
+
+
+def _terminate(pid: int, gone) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        if gone():
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,93 @@
+"""Simulators started for the module page (devices.simulator_control): real ``simulate_module``
+processes against a real localhub, one per module, stopped on request."""
+
+import os
+
+import pytest
+from support import create_identities, wait_for
+
+from devices import simulator_control
+from devices.simulator_control import AlreadyRunning, StartFailed
+
+
+@pytest.fixture
+def var_dir(settings, tmp_path):
+    settings.VAR_DIR = tmp_path / "var"
+    yield settings.VAR_DIR
+    simulator_control.stop_all()
+
+
+def connection_state(registry, device_id, module_id) -> str:
+    return registry.get_module(device_id, module_id).connection_state
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_start_returns_once_the_module_is_connected(dashboard_hub, registry, var_dir):
+    create_identities(registry, "d", "m")
+
+    running = simulator_control.start("d", "m", events_url="")
+
+    assert connection_state(registry, "d", "m") == "Connected"
+    assert simulator_control.status("d", "m") == running
+    assert '"module.connected"' in running.log_path.read_text()
+
+
+def test_a_second_start_for_the_module_is_refused(dashboard_hub, registry, var_dir):
+    create_identities(registry, "d", "m", "other")
+    running = simulator_control.start("d", "m", events_url="")
+
+    with pytest.raises(AlreadyRunning, match=rf"already runs for d/m \(pid {running.pid}\)"):
+        simulator_control.start("d", "m", events_url="")
+    assert simulator_control.start("d", "other", events_url="").pid != running.pid
+
+
+def test_stop_ends_the_process_and_the_module_disconnects(dashboard_hub, registry, var_dir):
+    create_identities(registry, "d", "m")
+    running = simulator_control.start("d", "m", events_url="")
+
+    assert simulator_control.stop("d", "m") is True
+
+    assert simulator_control.status("d", "m") is None
+    wait_for(lambda: not alive(running.pid), what="the simulator to exit")
+    wait_for(lambda: connection_state(registry, "d", "m") == "Disconnected", what="disconnect")
+    assert simulator_control.stop("d", "m") is False  # nothing left to stop
+
+
+def test_a_simulator_killed_outright_no_longer_counts_as_running(dashboard_hub, registry,
+                                                                 var_dir):  # fmt: skip
+    create_identities(registry, "d", "m")
+    running = simulator_control.start("d", "m", events_url="")
+    os.kill(running.pid, 9)
+    wait_for(lambda: not alive(running.pid), what="the kill")
+
+    assert simulator_control.status("d", "m") is None
+    assert simulator_control.start("d", "m", events_url="").pid != running.pid
+
+
+def test_a_failed_start_says_why_in_one_line(dashboard_hub, registry, var_dir):
+    create_identities(registry, "d")
+
+    with pytest.raises(StartFailed) as failed:
+        simulator_control.start("d", "nope", events_url="")
+
+    assert failed.value.message == (
+        "Reading module d/nope: Module 'nope' was not found on device 'd'"
+    )
+    assert simulator_control.status("d", "nope") is None
+
+
+def test_stop_all_stops_every_simulator(dashboard_hub, registry, var_dir):
+    create_identities(registry, "d", "m1", "m2")
+    pids = [simulator_control.start("d", m, events_url="").pid for m in ("m1", "m2")]
+
+    assert simulator_control.stop_all() == 2
+
+    wait_for(lambda: not any(alive(pid) for pid in pids), what="both simulators to exit")
+    assert simulator_control.status("d", "m1") is None
