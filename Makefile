@@ -31,6 +31,7 @@ test-postgres: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/localhub_twin.py
 	$(PY) bench/dashboard_list.py
+	$(PY) bench/event_latency.py
 
 clean:
 	rm -rf $(VENV) var

@@ -149,6 +149,8 @@ class AuditEntry(models.Model):
         TWIN_UPDATED = "twin.updated"
         TWIN_REPLACED = "twin.replaced"
         CONNECTION_STRING_REVEALED = "connection_string.revealed"
+        SIMULATOR_STARTED = "simulator.started"
+        SIMULATOR_STOPPED = "simulator.stopped"
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     user = models.ForeignKey(

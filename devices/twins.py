@@ -286,10 +286,23 @@ class SectionConflict:
         return pretty(self.result)
 
 
+def editable(twin_doc: dict) -> dict:
+    """The sections an operator edits, as values: {"tags": ..., "desired": ...}."""
+    summary = TwinSummary(twin_doc)
+    return {"tags": summary.tags, "desired": summary.desired}
+
+
+def still_based_on(bases: dict, current: dict) -> bool:
+    """Whether the hub's twin ``current`` still holds every section an edit is based on, as
+    the operator loaded it. The etag changes on every write, reported properties included,
+    so a 412 alone does not mean that anything the operator edits changed."""
+    now = editable(current)
+    return all(same(base, now[name]) for name, base in bases.items())
+
+
 def conflicts(bases: dict, sections: dict, current: dict, *, replace: bool) -> list:
     """A SectionConflict per section sent; ``current`` is the hub's twin document now."""
-    summary = TwinSummary(current)
-    now = {"tags": summary.tags, "desired": summary.desired}
+    now = editable(current)
     return [
         SectionConflict(name, bases[name], now[name], sent, replace)
         for name, sent in sections.items()

@@ -24,6 +24,16 @@ urlpatterns = [
         name="module-detail",
     ),
     path(
+        "devices/<str:device_id>/modules/<str:module_id>/twin/",
+        modules.module_twin,
+        name="module-twin",
+    ),
+    path(
+        "devices/<str:device_id>/modules/<str:module_id>/simulator/",
+        modules.module_simulator,
+        name="module-simulator",
+    ),
+    path(
         "devices/<str:device_id>/modules/<str:module_id>/delete/",
         modules.module_delete,
         name="module-delete",

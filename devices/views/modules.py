@@ -1,15 +1,24 @@
 """The module page and what an operator does to a module: reveal its connection strings,
-create it, regenerate a key, delete it."""
+create it, regenerate a key, delete it, start and stop its simulator.
 
+The page also shows the module's live events (static/js/live.js, over the websocket of
+devices/consumers.py), and refreshes its twin view and simulator card from the partial
+views here as events arrive.
+"""
+
+from django.conf import settings
 from django.contrib import messages
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.urls import reverse
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from .. import hub, mirror
-from ..access import EDIT_TWIN, MANAGE_IDENTITIES, REVEAL_KEYS, requires
+from .. import hub, mirror, simulator_control
+from ..access import EDIT_TWIN, MANAGE_IDENTITIES, REVEAL_KEYS, forbidden, requires
 from ..forms import EtagForm, ModuleCreateForm, RegenerateKeyForm
 from ..models import AuditEntry
+from ..twin_forms import DesiredForm
 from .common import handles_hub_errors
 from .devices import audit_entries, connection_strings, read_twin, reveal, stale, status_of
 
@@ -20,6 +29,7 @@ def _module_page(request, device_id: str, module_id: str, revealed: dict | None 
     identity = hub.get_module(device_id, module_id)
     twin, twin_error = read_twin(device_id, module_id)
     row = mirror.save_module(identity, twin)
+    can_edit_twin = request.user.has_perm(EDIT_TWIN)
     context = {
         "module": identity,
         "row": row,
@@ -30,9 +40,19 @@ def _module_page(request, device_id: str, module_id: str, revealed: dict | None 
         "twin_error": twin_error,
         "device_id": device_id,
         "module_id": module_id,
-        "can_edit_twin": request.user.has_perm(EDIT_TWIN),
+        "can_edit_twin": can_edit_twin,
         "can_manage": request.user.has_perm(MANAGE_IDENTITIES),
+        **_simulator_context(request, device_id, module_id),
     }
+    if can_edit_twin and twin:
+        # The inline desired form (partials/desired_card.html), posted to the twin editor.
+        context.update(
+            form=DesiredForm(twin=twin),
+            editor="form",
+            inline=True,
+            form_url=reverse("devices:module-twin-form", args=[device_id, module_id]),
+            detail_url=reverse("devices:module-detail", args=[device_id, module_id]),
+        )
     return render(request, "devices/module_detail.html", context)
 
 
@@ -40,6 +60,88 @@ def _module_page(request, device_id: str, module_id: str, revealed: dict | None 
 @handles_hub_errors
 def module_detail(request, device_id, module_id):
     return _module_page(request, device_id, module_id)
+
+
+@requires()
+@require_GET
+@handles_hub_errors
+def module_twin(request, device_id, module_id):
+    """The twin's read-only view alone: the module page refreshes it as events arrive."""
+    context = {
+        "twin": hub.get_twin(device_id, module_id),
+        "device_id": device_id,
+        "module_id": module_id,
+        "can_edit_twin": request.user.has_perm(EDIT_TWIN),
+    }
+    return render(request, "devices/partials/twin.html", context)
+
+
+# -- the simulated module ------------------------------------------------------------------
+def _simulator_context(request, device_id: str, module_id: str) -> dict:
+    running = simulator_control.status(device_id, module_id)
+    return {
+        "simulator": running,
+        "simulator_since": parse_datetime(running.started_at) if running else None,
+        "simulator_url": reverse("devices:module-simulator", args=[device_id, module_id]),
+        "can_run_simulator": request.user.has_perm(EDIT_TWIN),
+    }
+
+
+def events_url(request) -> str:
+    """Where a simulator started from this page hands its events: settings.EVENTS_URL, else
+    the ingest websocket of the address this page was served from."""
+    if settings.EVENTS_URL:
+        return settings.EVENTS_URL
+    scheme = "wss" if request.is_secure() else "ws"
+    return f"{scheme}://{request.get_host()}/ws/ingest/"
+
+
+def _start_simulator(request, device_id: str, module_id: str) -> str:
+    running = simulator_control.start(device_id, module_id, events_url(request))
+    AuditEntry.record(request.user, Action.SIMULATOR_STARTED, device_id, module_id, pid=running.pid)
+    return f"Simulator started for {device_id}/{module_id} (process {running.pid})."
+
+
+def _stop_simulator(request, device_id: str, module_id: str) -> str:
+    if not simulator_control.stop(device_id, module_id):
+        raise simulator_control.ControlError(
+            f"No simulator was running for {device_id}/{module_id}: nothing to stop."
+        )
+    AuditEntry.record(request.user, Action.SIMULATOR_STOPPED, device_id, module_id)
+    return f"Simulator for {device_id}/{module_id} stopped."
+
+
+SIMULATOR_ACTIONS = {"start": _start_simulator, "stop": _stop_simulator}
+
+
+@requires()
+@require_http_methods(["GET", "POST"])
+@vary_on_headers("HX-Request")
+def module_simulator(request, device_id, module_id):
+    """GET: the simulator card (the page refreshes it). POST action=start|stop (operators):
+    for htmx the card saying what happened, else back to the module page with a message."""
+    done = problem = ""
+    if request.method == "POST":
+        if not request.user.has_perm(EDIT_TWIN):
+            return forbidden(request, EDIT_TWIN)
+        act = SIMULATOR_ACTIONS.get(request.POST.get("action", ""))
+        try:
+            if act is None:
+                raise simulator_control.ControlError("Choose Start or Stop.")
+            done = act(request, device_id, module_id)
+        except (simulator_control.ControlError, hub.HubError) as error:
+            problem = error.message
+        if not request.htmx:
+            (messages.success if done else messages.error)(request, done or problem)
+            return redirect("devices:module-detail", device_id, module_id)
+    context = {
+        "device_id": device_id,
+        "module_id": module_id,
+        "simulator_done": done,
+        "simulator_error": problem,
+        **_simulator_context(request, device_id, module_id),
+    }
+    return render(request, "devices/partials/simulator.html", context)
 
 
 @requires(REVEAL_KEYS)

@@ -2,17 +2,23 @@
 
 Every write carries If-Match with the etag the operator loaded; a 412 shows the hub's twin
 as it is now beside their edit, which they can re-apply. Nothing is overwritten silently.
+The module page also holds the desired form inline and posts it with htmx: those requests
+are answered with the form's card alone.
 """
 
 from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
+from django.views.decorators.vary import vary_on_headers
 
 from .. import access, hub, mirror, twins
 from ..models import AuditEntry
 from ..twin_forms import DesiredForm, TwinJsonForm
 from .common import PAGE_STATUS, handles_hub_errors
+
+# Writes tried when only what the edit is not based on changed (see _conflict).
+WRITE_ATTEMPTS = 3
 
 
 @access.requires(access.EDIT_TWIN)
@@ -31,6 +37,7 @@ def twin_json(request, device_id, module_id=""):
 
 @access.requires(access.EDIT_TWIN)
 @require_http_methods(["GET", "POST"])
+@vary_on_headers("HX-Request")
 @handles_hub_errors
 def twin_form(request, device_id, module_id=""):
     """Desired properties one row per key; only the keys changed are sent, as a patch."""
@@ -46,11 +53,11 @@ def twin_form(request, device_id, module_id=""):
     return _editor(request, DesiredForm(twin=twin), device_id, module_id, "form", twin)
 
 
-def _write(request, form, device_id, module_id, editor):
+def _write(request, form, device_id, module_id, editor, etag=None, attempt=1):
     try:
-        answer = hub.write_twin(device_id, module_id, form.etag, **form.write_args())
+        answer = hub.write_twin(device_id, module_id, etag or form.etag, **form.write_args())
     except hub.PreconditionFailed:
-        return _conflict(request, form, device_id, module_id, editor)
+        return _conflict(request, form, device_id, module_id, editor, attempt)
     except hub.HubError as error:
         form.add_error(None, error.message)
         return _editor(request, form, device_id, module_id, editor, status=_status(error))
@@ -65,22 +72,40 @@ def _write(request, form, device_id, module_id, editor):
         desired_version=desired_version,
         twin_version=answer.get("version"),
     )
+    stale = ""
     try:
         mirror.save_twin(device_id, module_id, answer)
     except hub.HubError as error:
-        messages.warning(request, f"Written, but the dashboard's copy is stale: {error.message}")
+        stale = f"Written, but the dashboard's copy is stale: {error.message}"
     verb = "replaced" if form.replace else "updated"
-    messages.success(
-        request,
+    done = (
         f"Twin of {_label(device_id, module_id)} {verb}: desired $version is now "
-        f"{desired_version} (twin version {answer.get('version')}).",
+        f"{desired_version} (twin version {answer.get('version')})."
     )
+    if request.htmx and editor == "form":
+        return _written_card(request, answer, device_id, module_id, done, stale)
+    if stale:
+        messages.warning(request, stale)
+    messages.success(request, done)
     return redirect(_detail_url(device_id, module_id))
 
 
-def _conflict(request, form, device_id, module_id, editor):
+def _written_card(request, answer, device_id, module_id, done, stale):
+    """The inline form again, fresh from the hub's answer (its etag and values), saying what
+    was written; the page refreshes its twin view on the ``twin-changed`` event."""
+    fresh = DesiredForm(twin=answer)
+    response = _editor(request, fresh, device_id, module_id, "form", done=done, stale=stale)
+    response["HX-Trigger"] = "twin-changed"
+    return response
+
+
+def _conflict(request, form, device_id, module_id, editor, attempt):
     """412: show the twin as it is now beside the operator's edit, kept as they typed it,
-    in a form that re-applies their changes against the new etag."""
+    in a form that re-applies their changes against the new etag.
+
+    Unless nothing the edit is based on changed: the etag also changes when the device
+    reports its properties, so then the edit is written again with the new etag (a few
+    times at most, as a device may keep reporting)."""
     try:
         current = hub.get_twin(device_id, module_id)
     except hub.HubError as error:
@@ -88,6 +113,9 @@ def _conflict(request, form, device_id, module_id, editor):
             None, f"The twin changed since you loaded it; reading it again failed: {error.message}"
         )
         return _editor(request, form, device_id, module_id, editor, status=_status(error))
+    if attempt < WRITE_ATTEMPTS and twins.still_based_on(form.bases(), current):
+        etag = current.get("etag") or ""
+        return _write(request, form, device_id, module_id, editor, etag, attempt + 1)
     data = request.POST.copy()
     data["etag"] = current.get("etag") or ""
     again = type(form)(data)
@@ -119,6 +147,10 @@ def _editor(request, form, device_id, module_id, editor, twin=None, status=200, 
         "form_url": _url("twin-form", device_id, module_id),
         **extra,
     }
+    if request.htmx and editor == "form":
+        # The module page's inline card. htmx swaps only 2xx answers, so errors and
+        # conflicts come as 200 too, shown in the card.
+        return render(request, "devices/partials/desired_card.html", {**context, "inline": True})
     return render(request, "devices/twin_edit.html", context, status=status)
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from django.contrib.messages import get_messages
 from django.urls import reverse
-from support import create_identities, desired, nested
+from support import create_identities, desired, nested, primary_key
 
 from devices.models import AuditEntry, Device, Module
 
@@ -253,27 +253,54 @@ def test_a_conflict_shows_the_current_twin_beside_the_edit_and_reapplies(
     assert AuditEntry.objects.get().detail["patch"] == {"properties": {"desired": {"a": 5}}}
 
 
+@pytest.mark.parametrize("editor", ["twin-json", "twin-form"])
 @module_only
-def test_a_reported_patch_from_the_device_also_conflicts(
-    target, registry, operator, client_as, client_for
+def test_a_reported_patch_alone_is_no_conflict_and_the_edit_is_written(
+    target, registry, operator, client_as, client_for, editor
 ):
-    keys = {"": registry.get_device(DEVICE), MODULE: registry.get_module(DEVICE, MODULE)}
-    key = keys[target].authentication.symmetric_key.primary_key
+    # The device reporting moves the twin's etag, but changes nothing the edit is based on.
     client = client_as(operator)
-    data = posted(client.get(url("twin-json", target)).context["form"])
-    device = client_for(DEVICE, key, target)
+    data = posted(client.get(url(editor, target)).context["form"])
+    device = client_for(DEVICE, primary_key(registry.get_module(DEVICE, MODULE)), target)
     device.connect()
     device.patch_twin_reported_properties({"temperature": 21})
-    data["desired"] = json.dumps({"telemetryInterval": 5})
+    assert hub_twin(registry, target)["etag"] != data["etag"]
+    if editor == "twin-json":
+        data["desired"] = json.dumps({"telemetryInterval": 5})
+    else:
+        data.update(
+            {"rows-0-key": "telemetryInterval", "rows-0-type": "number", "rows-0-value": "5"}
+        )
 
-    response = client.post(url("twin-json", target), data)
+    response = client.post(url(editor, target), data)
+
+    assert response.status_code == 302 and response.url == url("detail", target)
+    twin = hub_twin(registry, target)
+    assert hub_desired(registry, target) == {"telemetryInterval": 5}
+    assert twin["properties"]["reported"]["temperature"] == 21
+    entry = AuditEntry.objects.get()
+    assert entry.detail["patch"] == {"properties": {"desired": {"telemetryInterval": 5}}}
+    assert f"desired $version is now {entry.detail['desired_version']}" in notices(response)[0]
+
+
+@module_only
+def test_a_desired_change_meanwhile_still_conflicts_though_the_device_reported_too(
+    target, registry, operator, client_as, client_for
+):
+    client = client_as(operator)
+    data = posted(client.get(url("twin-form", target)).context["form"])
+    device = client_for(DEVICE, primary_key(registry.get_module(DEVICE, MODULE)), target)
+    device.connect()
+    device.patch_twin_reported_properties({"temperature": 21})
+    set_desired(registry, target, {"telemetryInterval": 60})  # someone else, meanwhile
+    data.update({"rows-0-key": "telemetryInterval", "rows-0-type": "number", "rows-0-value": "5"})
+
+    response = client.post(url("twin-form", target), data)
 
     assert response.status_code == 409
-    assert "unchanged since you loaded it" in text(response)  # only reported changed
-    assert (
-        client.post(url("twin-json", target), posted(response.context["form"])).status_code == 302
-    )
-    assert hub_desired(registry, target) == {"telemetryInterval": 5}
+    assert "The twin changed since you loaded it: nothing was written" in text(response)
+    assert hub_desired(registry, target) == {"telemetryInterval": 60}
+    assert not AuditEntry.objects.exists()
 
 
 @device_only

@@ -1,0 +1,153 @@
+// The module page's live part: the module's events over a websocket (devices/consumers.py),
+// shown newest first in #event-feed; the connection badge, the twin view (#twin) and the
+// simulator card (#simulator) follow them. Event data is shown as text, never as HTML.
+(() => {
+  const live = document.getElementById("live");
+  if (!live) return;
+  const status = document.getElementById("live-status");
+  const feed = document.getElementById("event-feed");
+  const badge = document.getElementById("connection-badge");
+  const connectionState = document.getElementById("connection-state");
+  const { deviceId, moduleId, twinUrl, simulatorUrl } = live.dataset;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socketUrl = `${scheme}://${location.host}/ws/modules/` +
+    `${encodeURIComponent(deviceId)}/${encodeURIComponent(moduleId)}/`;
+
+  const MAX_EVENTS = 200;
+  const FIRST_RETRY_MS = 1000;
+  const LAST_RETRY_MS = 10000;
+  const REFRESH_DELAY_MS = 200; // events come in bursts (received, then reported): one fetch
+
+  function setStatus(state, text) {
+    status.dataset.state = state;
+    status.textContent = text;
+  }
+
+  // -- the feed ---------------------------------------------------------------------------
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    node.className = className;
+    node.textContent = text;
+    return node;
+  }
+
+  function showEvent(event) {
+    const item = document.createElement("li");
+    item.className = "event";
+    item.dataset.type = event.type;
+    item.dataset.version = event.version ?? "";
+    const time = element("time", "event-at", String(event.at).replace("T", " ").replace("Z", " UTC"));
+    time.dateTime = event.at;
+    const head = document.createElement("div");
+    head.className = "event-head";
+    head.append(time, " ", element("code", "event-type", event.type));
+    if (event.version !== null && event.version !== undefined) {
+      head.append(" ", element("span", "event-version", `$version ${event.version}`));
+    }
+    item.append(head, element("pre", "event-patch", JSON.stringify(event.patch, null, 2)));
+    feed.prepend(item);
+    while (feed.children.length > MAX_EVENTS) feed.lastElementChild.remove();
+  }
+
+  function showConnection(state) {
+    for (const node of [badge, connectionState]) {
+      if (node) node.textContent = state;
+    }
+    if (badge) badge.className = `badge badge-${state}`;
+  }
+
+  // -- refreshing parts of the page from their partial views ------------------------------
+  // Replace #id with the same element fetched from url; <details> keep their open state.
+  // A part that htmx is posting from, or swapped meanwhile, is left to htmx's answer.
+  const busy = (node) => node.matches(".htmx-request") || node.querySelector(".htmx-request");
+  async function refresh(id, url) {
+    const current = document.getElementById(id);
+    if (!current || busy(current)) return;
+    let response;
+    try {
+      response = await fetch(url, { headers: { Accept: "text/html" }, credentials: "same-origin" });
+    } catch {
+      return; // offline: the next event or reconnection refreshes it
+    }
+    if (!response.ok) return; // keep what is shown rather than an error page
+    const parsed = new DOMParser().parseFromString(await response.text(), "text/html");
+    const fresh = parsed.getElementById(id);
+    if (!fresh) return;
+    const open = [...current.querySelectorAll("details")].map((d) => d.open);
+    fresh.querySelectorAll("details").forEach((d, i) => { if (i < open.length) d.open = open[i]; });
+    if (document.getElementById(id) !== current || busy(current)) return;
+    const adopted = document.adoptNode(fresh);
+    current.replaceWith(adopted);
+    if (window.htmx) window.htmx.process(adopted);
+  }
+
+  const timers = {};
+  function refreshSoon(id, url) {
+    clearTimeout(timers[id]);
+    timers[id] = setTimeout(() => refresh(id, url), REFRESH_DELAY_MS);
+  }
+  const refreshTwin = () => refreshSoon("twin", twinUrl);
+  const refreshSimulator = () => refreshSoon("simulator", simulatorUrl);
+
+  // The simulator card follows the module's connection when it shows otherwise (a simulator
+  // started or stopped elsewhere). One stopping reports "disconnected" just before its
+  // process ends, so look again a few times; a card that already agrees (say, the answer to
+  // this page's own Stop, with its message) is left alone.
+  const FOLLOW_DELAYS_MS = [REFRESH_DELAY_MS, 1000, 3000, 6000];
+  const simulatorState = () => document.querySelector("#simulator .simulator-state")?.dataset.state;
+  function followSimulator(expected) {
+    for (const delay of FOLLOW_DELAYS_MS) {
+      setTimeout(() => {
+        if (simulatorState() !== expected) refresh("simulator", simulatorUrl);
+      }, delay);
+    }
+  }
+
+  const ON_EVENT = {
+    "twin.desired_received": refreshTwin,
+    "twin.reported_sent": refreshTwin,
+    "module.connected": () => {
+      showConnection("Connected");
+      refreshTwin();
+      followSimulator("running");
+    },
+    "module.disconnected": () => {
+      showConnection("Disconnected");
+      followSimulator("stopped");
+    },
+  };
+
+  // The inline desired form wrote the twin (its answer carries HX-Trigger: twin-changed).
+  document.body.addEventListener("twin-changed", refreshTwin);
+
+  // -- the websocket, reconnecting with backoff --------------------------------------------
+  let retry = FIRST_RETRY_MS;
+  let opened = false;
+
+  function connect() {
+    const socket = new WebSocket(socketUrl);
+    socket.addEventListener("open", () => {
+      retry = FIRST_RETRY_MS;
+      setStatus("open", "Live");
+      if (opened) { refreshTwin(); refreshSimulator(); } // events missed while away
+      opened = true;
+    });
+    socket.addEventListener("message", (message) => {
+      let event;
+      try {
+        event = JSON.parse(message.data);
+      } catch {
+        return;
+      }
+      showEvent(event);
+      ON_EVENT[event.type]?.();
+    });
+    socket.addEventListener("close", () => {
+      setStatus("closed", `Disconnected: reconnecting in ${Math.round(retry / 1000)} s…`);
+      setTimeout(connect, retry);
+      retry = Math.min(retry * 2, LAST_RETRY_MS);
+    });
+  }
+
+  connect();
+})();
