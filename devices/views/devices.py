@@ -18,7 +18,7 @@ from .. import hub, mirror
 from ..access import EDIT_TWIN, MANAGE_IDENTITIES, REVEAL_KEYS, requires
 from ..forms import DeviceCreateForm, EtagForm, RegenerateKeyForm, StatusForm
 from ..models import AuditEntry
-from .common import PAGE_STATUS, handles_hub_errors
+from .common import AUDIT_CHANGED, PAGE_STATUS, handles_hub_errors
 
 Action = AuditEntry.Action
 KEY_FIELDS = {"primary": "primaryKey", "secondary": "secondaryKey"}
@@ -90,7 +90,9 @@ def reveal(request, identity: dict, which: str, page):
         return page(request, revealed={which: value})
     string = next(s for s in connection_strings(request, identity) if s["which"] == which)
     context = {"cs": {**string, "value": value}}
-    return render(request, "devices/partials/connection_string.html", context)
+    response = render(request, "devices/partials/connection_string.html", context)
+    response["HX-Trigger"] = AUDIT_CHANGED
+    return response
 
 
 def _summary(detail: dict) -> str:

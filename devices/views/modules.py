@@ -19,7 +19,7 @@ from ..access import EDIT_TWIN, MANAGE_IDENTITIES, REVEAL_KEYS, forbidden, requi
 from ..forms import EtagForm, ModuleCreateForm, RegenerateKeyForm
 from ..models import AuditEntry
 from ..twin_forms import DesiredForm
-from .common import handles_hub_errors
+from .common import AUDIT_CHANGED, handles_hub_errors
 from .devices import audit_entries, connection_strings, read_twin, reveal, stale, status_of
 
 Action = AuditEntry.Action
@@ -141,7 +141,10 @@ def module_simulator(request, device_id, module_id):
         "simulator_error": problem,
         **_simulator_context(request, device_id, module_id),
     }
-    return render(request, "devices/partials/simulator.html", context)
+    response = render(request, "devices/partials/simulator.html", context)
+    if done:
+        response["HX-Trigger"] = AUDIT_CHANGED
+    return response
 
 
 @requires(REVEAL_KEYS)

@@ -24,3 +24,19 @@ document.addEventListener("click", async (event) => {
   button.textContent = (await copyText(source)) ? "Copied" : "Selected: press Ctrl+C";
   setTimeout(() => { button.textContent = label; }, 2000);
 });
+
+// An htmx answer that recorded an audit entry (a reveal, a twin write, a simulator started)
+// says HX-Trigger: audit-changed; show the page's audit log as it is now.
+document.body.addEventListener("audit-changed", async () => {
+  const current = document.getElementById("audit");
+  if (!current) return;
+  try {
+    const response = await fetch(location.href, { headers: { Accept: "text/html" } });
+    if (!response.ok) return; // keep the log shown rather than an error page
+    const page = new DOMParser().parseFromString(await response.text(), "text/html");
+    const fresh = page.getElementById("audit");
+    if (fresh) current.replaceWith(document.adoptNode(fresh));
+  } catch {
+    // offline: the log is shown again with the next change or reload
+  }
+});

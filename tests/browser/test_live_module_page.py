@@ -92,6 +92,10 @@ def test_operator_and_viewer_watch_a_desired_change_arrive_and_be_acknowledged(
         expect(row).to_contain_text(f'"value": {INTERVAL}')
         expect(twin.locator(".no-delta")).to_be_visible()
         assert each.evaluate("window.notReloaded") is True
+    # The operator's page shows its audit log as it is now: the start and the write.
+    audit = page.locator("#audit")
+    expect(audit).to_contain_text("simulator.started")
+    expect(audit).to_contain_text("twin.updated")
 
     # Stop it: the card and the badge follow.
     simulator.get_by_role("button", name="Stop").click()

@@ -54,6 +54,7 @@ def test_the_tutorial_walked_in_the_browser(page, live_dashboard, make_user, reg
     copy = primary.get_by_role("button", name="Copy")
     expect(copy).to_be_visible()
     expect(primary).to_contain_text("recorded in the audit log")
+    expect(page.locator("#audit")).to_contain_text("connection_string.revealed")
     connection_string = primary.locator("code").inner_text()
     assert "•" not in connection_string and f";ModuleId={MODULE};" in connection_string
     copy.click()
