@@ -1,16 +1,19 @@
 """The websockets: pages receive a module's live events; simulated modules hand them in."""
 
-import json
+import asyncio
 import logging
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 
-from devices.events import TYPES, ingest_ids, module_group, send_module_event
+from devices.events import ingest_ids, module_group, parse_event, send_module_event
 
 log = logging.getLogger(__name__)
 
 VIEW_MODULE = "devices.view_module"
+# Channel layers drop group members after their group_expiry (a day by default): a page open
+# longer would stop receiving events while still saying "Live". Joining again keeps it in.
+REJOIN_SECONDS = 3600
 
 
 class ModuleEventsConsumer(AsyncJsonWebsocketConsumer):
@@ -23,6 +26,7 @@ class ModuleEventsConsumer(AsyncJsonWebsocketConsumer):
     """
 
     group = None
+    rejoin = None
 
     async def connect(self):
         user = self.scope.get("user")
@@ -33,8 +37,16 @@ class ModuleEventsConsumer(AsyncJsonWebsocketConsumer):
         self.group = module_group(ids["device_id"], ids["module_id"])
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        self.rejoin = asyncio.create_task(self.stay_in_group())
+
+    async def stay_in_group(self):
+        while True:
+            await asyncio.sleep(REJOIN_SECONDS)
+            await self.channel_layer.group_add(self.group, self.channel_name)
 
     async def disconnect(self, code):
+        if self.rejoin:
+            self.rejoin.cancel()
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -78,26 +90,9 @@ class IngestConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None):
         try:
-            event = _module_event(json.loads(text_data or bytes_data or b""), self.ids)
-        except (ValueError, TypeError) as e:
+            event = parse_event(text_data or bytes_data or b"", self.ids)
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError too
             log.warning("Refused an event from the simulator of %s/%s: %s", *self.ids, e)
             await self.close(code=4400)
             return
         await send_module_event(event)
-
-
-def _module_event(data, ids: tuple[str, str]) -> dict:
-    """The event as pages receive it, keeping only its known keys; ValueError if malformed."""
-    if not isinstance(data, dict):
-        raise ValueError("an event must be a JSON object")
-    if (data.get("device_id"), data.get("module_id")) != ids:
-        raise ValueError("the event is for another module than the token's")
-    if data.get("type") not in TYPES:
-        raise ValueError(f"unknown event type {data.get('type')!r}")
-    version = data.get("version")
-    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
-        raise ValueError("version must be an integer or null")
-    if not isinstance(data.get("at"), str):
-        raise ValueError("at must be a timestamp string")
-    keys = ("type", "device_id", "module_id", "version", "patch", "at")
-    return {key: data.get(key) for key in keys}

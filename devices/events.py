@@ -14,7 +14,6 @@ import json
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core import signing
 
@@ -59,6 +58,27 @@ INGEST_SALT = "iotadmin.events.ingest"
 INGEST_TOKEN_MAX_AGE = 300
 
 
+def parse_event(text: str | bytes, ids: tuple[str, str]) -> ModuleEvent:
+    """An event as a simulator of module ``ids`` hands it in (JSON text), keeping only the
+    known keys; ValueError saying what is wrong when it is not one."""
+    try:
+        data = json.loads(text)
+    except RecursionError as e:
+        raise ValueError("nested far too deeply") from e
+    if not isinstance(data, dict):
+        raise ValueError("an event must be a JSON object")
+    if (data.get("device_id"), data.get("module_id")) != ids:
+        raise ValueError("the event is for another module than the token's")
+    if data.get("type") not in TYPES:
+        raise ValueError(f"unknown event type {data.get('type')!r}")
+    version = data.get("version")
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+        raise ValueError("version must be an integer or null")
+    if not isinstance(data.get("at"), str):
+        raise ValueError("at must be a timestamp string")
+    return {key: data.get(key) for key in ModuleEvent.__annotations__}
+
+
 def ingest_token(device_id: str, module_id: str) -> str:
     """What a simulated module shows the web app's ingest websocket (``Authorization: Bearer``):
     signed with SECRET_KEY, so only a process holding the app's settings can make one."""
@@ -93,7 +113,3 @@ async def send_module_event(event: ModuleEvent) -> None:
     layer = get_channel_layer()
     group = module_group(event["device_id"], event["module_id"])
     await layer.group_send(group, {"type": "module.event", "event": event})
-
-
-def send_module_event_sync(event: ModuleEvent) -> None:
-    async_to_sync(send_module_event)(event)

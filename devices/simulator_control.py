@@ -4,7 +4,8 @@ Each simulator (``manage.py simulate_module``, however started) holds an exclusi
 a file of its module under VAR_DIR/simulators while it runs, holding its pid and start time.
 The lock is the truth: it is released when the process ends, even by a crash, so there is no
 stale state, a second simulator for a module is refused, and every web process on this
-machine sees the same thing.
+machine sees the same thing. Starting takes a second lock of the module's, so two Start
+clicks at once cannot both spawn one.
 """
 
 import contextlib
@@ -23,11 +24,14 @@ from pathlib import Path
 from django.conf import settings
 
 from devices import hub
+from devices.event_forwarder import REACHED, UNREACHABLE
 from devices.events import utc_timestamp
 
 START_TIMEOUT = 15  # seconds to wait for the module to connect before answering
 STOP_TIMEOUT = 5
 LOCK_ATTEMPTS = 10  # a status check holds the lock for microseconds: try again a little
+# Each simulator is a whole Django + SDK process (~100 MB): enough for a demo, not a fleet.
+MAX_RUNNING = 20
 
 
 class ControlError(Exception):
@@ -50,15 +54,32 @@ class Running:
     started_at: str
     log_path: Path
 
+    @property
+    def events_problem(self) -> str:
+        """Why its events do not reach the web app, as it last logged; "" while they do."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(max(0, log.seek(0, os.SEEK_END) - 65536))
+                tail = log.read().decode(errors="replace")
+        except OSError:
+            return ""
+        for line in reversed(tail.splitlines()):
+            if REACHED in line:
+                return ""
+            if UNREACHABLE in line:
+                return line[line.index(UNREACHABLE) :]
+        return ""
+
 
 def _files(device_id: str, module_id: str) -> tuple[Path, Path]:
     key = hashlib.sha256(json.dumps([device_id, module_id]).encode()).hexdigest()[:32]
-    folder = Path(settings.VAR_DIR) / "simulators"
-    return folder / f"{key}.lock", folder / f"{key}.log"
+    lock_path = Path(settings.VAR_DIR) / "simulators" / f"{key}.lock"
+    return lock_path, lock_path.with_suffix(".log")
 
 
-def _label(device_id: str, module_id: str) -> str:
-    return f"{device_id}/{module_id}"
+def _already_runs(device_id: str, module_id: str, running: "Running | None") -> AlreadyRunning:
+    pid = f" (pid {running.pid})" if running else ""
+    return AlreadyRunning(f"A simulator already runs for {device_id}/{module_id}{pid}.")
 
 
 @contextlib.contextmanager
@@ -75,10 +96,7 @@ def module_lock(device_id: str, module_id: str):
             except BlockingIOError:
                 if attempt == LOCK_ATTEMPTS - 1:
                     running = status(device_id, module_id)
-                    pid = f" (pid {running.pid})" if running else ""
-                    raise AlreadyRunning(
-                        f"A simulator already runs for {_label(device_id, module_id)}{pid}."
-                    ) from None
+                    raise _already_runs(device_id, module_id, running) from None
                 time.sleep(0.02)
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "started_at": utc_timestamp()}).encode())
@@ -89,11 +107,10 @@ def module_lock(device_id: str, module_id: str):
 
 
 def status(device_id: str, module_id: str) -> Running | None:
-    lock_path, log_path = _files(device_id, module_id)
-    return _holder(lock_path, log_path)
+    return _holder(_files(device_id, module_id)[0])
 
 
-def _holder(lock_path: Path, log_path: Path) -> Running | None:
+def _holder(lock_path: Path) -> Running | None:
     """The simulator holding ``lock_path``, or None when no process holds it."""
     try:
         fd = os.open(lock_path, os.O_RDONLY)
@@ -109,22 +126,47 @@ def _holder(lock_path: Path, log_path: Path) -> Running | None:
         for _ in range(50):  # the holder writes its pid just after taking the lock
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 found = json.loads(os.pread(fd, 4096, 0))
-                return Running(found["pid"], found["started_at"], log_path)
+                return Running(found["pid"], found["started_at"], lock_path.with_suffix(".log"))
             time.sleep(0.01)
         return None
     finally:
         os.close(fd)
 
 
+def running_count(var_dir: Path | None = None) -> int:
+    """How many simulators use ``var_dir`` (default VAR_DIR)."""
+    folder = Path(var_dir or settings.VAR_DIR) / "simulators"
+    return sum(1 for path in folder.glob("*.lock") if _holder(path))
+
+
 def start(device_id: str, module_id: str, events_url: str) -> Running:
     """Start ``simulate_module`` for the module, handing its events to ``events_url``; return
     once the module connected (or after START_TIMEOUT, still connecting). AlreadyRunning if
-    one runs; StartFailed, with the command's own one-line reason, if it exits."""
-    if running := status(device_id, module_id):
-        raise AlreadyRunning(
-            f"A simulator already runs for {_label(device_id, module_id)} (pid {running.pid})."
-        )
-    hub.config()  # HubError if there is no hub: said before starting anything
+    one runs or is starting; StartFailed, with the command's own one-line reason, if it
+    exits; ControlError when MAX_RUNNING run already."""
+    lock_path, log_path = _files(device_id, module_id)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    starting = os.open(lock_path.with_suffix(".starting"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(starting, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AlreadyRunning(
+                f"A simulator for {device_id}/{module_id} is being started already."
+            ) from None
+        if running := status(device_id, module_id):
+            raise _already_runs(device_id, module_id, running)
+        if running_count() >= MAX_RUNNING:
+            raise ControlError(
+                f"{MAX_RUNNING} simulators already run on this server: stop one first."
+            )
+        hub.config()  # HubError if there is no hub: said before starting anything
+        return _spawn(device_id, module_id, events_url, log_path)
+    finally:
+        os.close(starting)  # releases the start lock
+
+
+def _spawn(device_id: str, module_id: str, events_url: str, log_path: Path) -> Running:
     # The child uses this process's hub, wherever these settings came from; the secret goes
     # in its environment (readable by this user only), not on its command line.
     env = {
@@ -135,8 +177,6 @@ def start(device_id: str, module_id: str, events_url: str) -> Running:
         "IOTADMIN_VAR_DIR": str(settings.VAR_DIR),
         "PYTHONUNBUFFERED": "1",
     }
-    _, log_path = _files(device_id, module_id)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "simulate_module"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -176,12 +216,12 @@ def stop(device_id: str, module_id: str) -> bool:
 
 
 def stop_all(var_dir: Path | None = None) -> int:
-    """Stop every simulator of ``var_dir`` (default VAR_DIR; ``make run`` does at exit);
-    return how many ran."""
+    """Stop every simulator using ``var_dir`` (default VAR_DIR), however it was started
+    (``make run`` does at exit); return how many ran."""
     stopped = 0
     for lock_path in (Path(var_dir or settings.VAR_DIR) / "simulators").glob("*.lock"):
-        if running := _holder(lock_path, lock_path.with_suffix(".log")):
-            _terminate(running.pid, lambda path=lock_path: _holder(path, path) is None)
+        if running := _holder(lock_path):
+            _terminate(running.pid, lambda path=lock_path: _holder(path) is None)
             stopped += 1
     return stopped
 

@@ -1,11 +1,11 @@
 """``python -m iotadmin.run`` (what ``make run`` calls): the whole stack on this machine.
 
 Migrates, makes sure an admin exists, starts localhub (unless IOTHUB_CONNECTION_STRING names
-another hub) and, once the hub is up, the web app at http://127.0.0.1:8000 and a simulated
-module (myFirstDevice/myFirstModule on localhub, created if missing), whose events the module
-page shows live; prints the URL and the login, and stops everything on Ctrl-C or SIGTERM,
-simulators started from pages included. If the hub or the web app exits, the others are
-stopped and the exit is reported.
+another hub) and, once the hub is up, the web app at http://127.0.0.1:8000 (IOTADMIN_PORT)
+and a simulated module (myFirstDevice/myFirstModule on localhub, created if missing), whose
+events the module page shows live; prints the URL and the login, and stops everything on
+Ctrl-C or SIGTERM, simulators started from pages included. If the hub or the web app exits,
+the others are stopped and the exit is reported.
 
 Each part is a child process in its own process group: a signal reaches this process only,
 which stops the children in order, so nothing is left behind and nothing is stopped twice.
@@ -24,8 +24,8 @@ from pathlib import Path
 from iotadmin import settings
 
 REPO = Path(__file__).resolve().parent.parent
-WEB_HOST, WEB_PORT = "127.0.0.1", 8000
-HUB_HOST, HUB_PORT = "localhost", 8443
+WEB_HOST, WEB_PORT = "127.0.0.1", settings.RUN_PORT
+HUB_HOST, HUB_PORT = settings.LOCALHUB_HOST, 8443
 DEMO_DEVICE, DEMO_MODULE = "myFirstDevice", "myFirstModule"
 STARTUP_TIMEOUT = 60
 STOP_TIMEOUT = 10
@@ -127,8 +127,7 @@ def parts() -> list[Part]:
                 "simulated module",
                 [
                     *(sys.executable, "manage.py", "simulate_module", "--create"),
-                    *(DEMO_DEVICE, DEMO_MODULE),
-                    *("--events-url", f"ws://{WEB_HOST}:{WEB_PORT}/ws/ingest/"),
+                    *(DEMO_DEVICE, DEMO_MODULE),  # events to settings.EVENTS_URL: the web app
                 ],
                 ready=lambda: True,  # it prints module.connected; nothing waits for it
                 essential=False,
@@ -171,12 +170,15 @@ def stop_page_simulators() -> None:
 
 
 def check_ports() -> None:
-    needed = [(WEB_PORT, "the web app")]
+    needed = [(WEB_HOST, WEB_PORT, "the web app")]
     if not settings.IOTHUB_CONNECTION_STRING:
-        needed.append((HUB_PORT, "localhub"))
-    for port, what in needed:
-        if port_open("127.0.0.1", port):
-            sys.exit(f"Port {port} is taken ({what} needs it): is `make run` running already?")
+        needed.append((HUB_HOST, HUB_PORT, "localhub"))
+    for host, port, what in needed:
+        if port_open(host, port):
+            sys.exit(
+                f"Port {port} of {host} is taken ({what} needs it): is `make run` running "
+                "already? (IOTADMIN_PORT and LOCALHUB_HOST choose others.)"
+            )
 
 
 def main() -> int:

@@ -44,6 +44,10 @@ CSRF_TRUSTED_ORIGINS = [o.strip() for o in env("CSRF_TRUSTED_ORIGINS").split(","
 IOTHUB_CONNECTION_STRING = env("IOTHUB_CONNECTION_STRING")
 IOTHUB_CA_FILE = env("IOTHUB_CA_FILE")
 LOCALHUB_DIR = Path(env("LOCALHUB_DIR", str(VAR_DIR / "localhub")))
+# `make run` (iotadmin/run.py): the web app's port on 127.0.0.1, and the address the local
+# hub listens on (HTTPS 8443, MQTT 8883).
+RUN_PORT = int(env("IOTADMIN_PORT", "8000"))
+LOCALHUB_HOST = env("LOCALHUB_HOST", "localhost")
 
 INSTALLED_APPS = [
     "daphne",  # its runserver serves websockets too
@@ -107,10 +111,10 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-# Where simulated modules hand their events to the web app (see devices/consumers.py,
-# IngestConsumer). Unset: a simulator started from a page uses the address that page was
-# served from, and `manage.py simulate_module` the address `make run` serves.
-EVENTS_URL = env("IOTADMIN_EVENTS_URL")
+# Where simulated modules hand their events to the web app (devices/consumers.py,
+# IngestConsumer): a web process's own address as this machine reaches it, never one taken
+# from a request (whoever names it would receive the simulator's token). Default: `make run`'s.
+EVENTS_URL = env("IOTADMIN_EVENTS_URL", f"ws://127.0.0.1:{RUN_PORT}/ws/ingest/")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

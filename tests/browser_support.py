@@ -91,6 +91,8 @@ class DashboardServer:
             # The test process's key: a session made here is valid there.
             "SECRET_KEY": settings.SECRET_KEY,
             "DEBUG": "True",  # as `make run`: runserver serves the static files
+            # Simulators it starts hand their events to it.
+            "IOTADMIN_EVENTS_URL": f"ws://127.0.0.1:{self.port}/ws/ingest/",
             "PYTHONUNBUFFERED": "1",
             **env,
         }

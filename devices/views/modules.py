@@ -8,6 +8,7 @@ views here as events arrive.
 
 from django.conf import settings
 from django.contrib import messages
+from django.core.cache import cache
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
@@ -16,6 +17,7 @@ from django.views.decorators.vary import vary_on_headers
 
 from .. import hub, mirror, simulator_control
 from ..access import EDIT_TWIN, MANAGE_IDENTITIES, REVEAL_KEYS, forbidden, requires
+from ..events import module_group
 from ..forms import EtagForm, ModuleCreateForm, RegenerateKeyForm
 from ..models import AuditEntry
 from ..twin_forms import DesiredForm
@@ -23,6 +25,7 @@ from .common import AUDIT_CHANGED, handles_hub_errors
 from .devices import audit_entries, connection_strings, read_twin, reveal, stale, status_of
 
 Action = AuditEntry.Action
+SHARED_READ = 10  # seconds an event's twin read serves the pages refreshing after it
 
 
 def _module_page(request, device_id: str, module_id: str, revealed: dict | None = None):
@@ -66,9 +69,18 @@ def module_detail(request, device_id, module_id):
 @require_GET
 @handles_hub_errors
 def module_twin(request, device_id, module_id):
-    """The twin's read-only view alone: the module page refreshes it as events arrive."""
+    """The twin's read-only view alone: the module page refreshes it as events arrive, asking
+    for it as of the newest event (``?after=<the event's time>``). Every page open on the
+    module asks at once, so the twin read for an event is shared for a while: one hub read
+    per event and web process, not per page (a real hub throttles twin reads)."""
+    after = request.GET.get("after", "")[:40]
+    if after:
+        key = "twin:" + module_group(device_id, module_id) + ":" + after
+        twin = cache.get_or_set(key, lambda: hub.get_twin(device_id, module_id), SHARED_READ)
+    else:
+        twin = hub.get_twin(device_id, module_id)
     context = {
-        "twin": hub.get_twin(device_id, module_id),
+        "twin": twin,
         "device_id": device_id,
         "module_id": module_id,
         "can_edit_twin": request.user.has_perm(EDIT_TWIN),
@@ -87,17 +99,8 @@ def _simulator_context(request, device_id: str, module_id: str) -> dict:
     }
 
 
-def events_url(request) -> str:
-    """Where a simulator started from this page hands its events: settings.EVENTS_URL, else
-    the ingest websocket of the address this page was served from."""
-    if settings.EVENTS_URL:
-        return settings.EVENTS_URL
-    scheme = "wss" if request.is_secure() else "ws"
-    return f"{scheme}://{request.get_host()}/ws/ingest/"
-
-
 def _start_simulator(request, device_id: str, module_id: str) -> str:
-    running = simulator_control.start(device_id, module_id, events_url(request))
+    running = simulator_control.start(device_id, module_id, settings.EVENTS_URL)
     AuditEntry.record(request.user, Action.SIMULATOR_STARTED, device_id, module_id, pid=running.pid)
     return f"Simulator started for {device_id}/{module_id} (process {running.pid})."
 

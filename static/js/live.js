@@ -56,29 +56,17 @@
     if (badge) badge.className = `badge badge-${state}`;
   }
 
-  // -- refreshing parts of the page from their partial views ------------------------------
-  // Replace #id with the same element fetched from url; <details> keep their open state.
-  // A part that htmx is posting from, or swapped meanwhile, is left to htmx's answer.
-  const busy = (node) => node.matches(".htmx-request") || node.querySelector(".htmx-request");
+  // -- refreshing parts of the page from their partial views (replaceFrom: iotadmin.js) ----
+  // The twin view is asked for as of the newest event (?after=<its time>): the server reads
+  // the twin once per event for all the pages open on the module, not once per page.
+  let newestEvent = "";
+  const twinAsOfNow = () =>
+    newestEvent ? `${twinUrl}?after=${encodeURIComponent(newestEvent)}` : twinUrl;
   async function refresh(id, url) {
-    const current = document.getElementById(id);
-    if (!current || busy(current)) return;
-    let response;
-    try {
-      response = await fetch(url, { headers: { Accept: "text/html" }, credentials: "same-origin" });
-    } catch {
-      return; // offline: the next event or reconnection refreshes it
-    }
-    if (!response.ok) return; // keep what is shown rather than an error page
-    const parsed = new DOMParser().parseFromString(await response.text(), "text/html");
-    const fresh = parsed.getElementById(id);
-    if (!fresh) return;
-    const open = [...current.querySelectorAll("details")].map((d) => d.open);
-    fresh.querySelectorAll("details").forEach((d, i) => { if (i < open.length) d.open = open[i]; });
-    if (document.getElementById(id) !== current || busy(current)) return;
-    const adopted = document.adoptNode(fresh);
-    current.replaceWith(adopted);
-    if (window.htmx) window.htmx.process(adopted);
+    if (!(await replaceFrom(id, url)) || id !== "twin") return;
+    // The twin also says whether the module is connected (events missed while away).
+    const state = document.getElementById("twin").dataset.connectionState;
+    if (state) showConnection(state);
   }
 
   const timers = {};
@@ -86,7 +74,7 @@
     clearTimeout(timers[id]);
     timers[id] = setTimeout(() => refresh(id, url), REFRESH_DELAY_MS);
   }
-  const refreshTwin = () => refreshSoon("twin", twinUrl);
+  const refreshTwin = () => refreshSoon("twin", twinAsOfNow());
   const refreshSimulator = () => refreshSoon("simulator", simulatorUrl);
 
   // The simulator card follows the module's connection when it shows otherwise (a simulator
@@ -121,6 +109,17 @@
   document.body.addEventListener("twin-changed", refreshTwin);
 
   // -- the websocket, reconnecting with backoff --------------------------------------------
+  // A browser cannot tell why a websocket was refused; the twin view can: it sends someone
+  // logged out to the login page, and answers 403 to a user without a role.
+  async function signedOut() {
+    try {
+      const response = await fetch(twinUrl, { redirect: "manual" });
+      return response.type === "opaqueredirect" || response.status === 403;
+    } catch {
+      return false; // the server is away: keep trying
+    }
+  }
+
   let retry = FIRST_RETRY_MS;
   let opened = false;
 
@@ -140,9 +139,14 @@
         return;
       }
       showEvent(event);
+      newestEvent = event.at;
       ON_EVENT[event.type]?.();
     });
-    socket.addEventListener("close", () => {
+    socket.addEventListener("close", async () => {
+      if (await signedOut()) {
+        setStatus("closed", "Disconnected: your session has ended. Reload the page to log in again.");
+        return; // retrying would be refused the same way
+      }
       setStatus("closed", `Disconnected: reconnecting in ${Math.round(retry / 1000)} s…`);
       setTimeout(connect, retry);
       retry = Math.min(retry * 2, LAST_RETRY_MS);

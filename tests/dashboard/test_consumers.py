@@ -3,6 +3,7 @@ as a browser reaches it (session cookie, Origin header, URL-encoded ids), and th
 (/ws/ingest/) as a simulated module does (a signed token). Every test runs with the in-memory
 channel layer and with channels_redis against the Redis on 127.0.0.1:6379."""
 
+import asyncio
 import contextlib
 import re
 import time
@@ -262,3 +263,25 @@ async def test_ingest_closes_on_text_that_is_not_json(layer):
         assert accepted
         await simulator.send_to(text_data="{not json")
         assert (await simulator.receive_output(timeout=5))["code"] == 4400
+
+
+async def test_a_page_open_longer_than_the_group_expiry_still_receives_events(
+    viewer_cookie, settings, monkeypatch
+):
+    """Layers drop group members after group_expiry (a day by default); pages rejoin."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"group_expiry": 1},
+        }
+    }
+    channel_layers.backends = {}
+    monkeypatch.setattr("devices.consumers.REJOIN_SECONDS", 0.3)
+    async with socket("d1", "m1", [LOCAL, viewer_cookie]) as (page, accepted):
+        assert accepted
+        await asyncio.sleep(2.5)  # the layer counts whole seconds: past 1 s for sure
+        sent = make_event("module.connected", "d1", "m1", 1, {})
+        await send_module_event(sent)
+
+        assert await page.receive_json_from(timeout=5) == sent
+    channel_layers.backends = {}

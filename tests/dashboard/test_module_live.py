@@ -28,7 +28,7 @@ def thermo(dashboard_hub, registry):
 def simulators(settings, tmp_path):
     """Simulators started by a test run under its own var dir, and are stopped after it."""
     settings.VAR_DIR = tmp_path / "var"
-    settings.EVENTS_URL = ""
+    settings.EVENTS_URL = "ws://127.0.0.1:9/ws/ingest/"  # nothing listens there
     yield
     simulator_control.stop_all()
 
@@ -252,12 +252,12 @@ def command_line(pid: int) -> list[str]:
 
 
 def test_operator_starts_and_stops_the_simulator_from_the_card(
-    client_as, operator, thermo, registry, simulators
+    client_as, operator, thermo, registry, simulators, settings
 ):
     client = client_as(operator)
     simulator_url = url("module-simulator", DEVICE, MODULE)
 
-    started = client.post(simulator_url, {"action": "start"}, **HX)
+    started = client.post(simulator_url, {"action": "start"}, HTTP_HOST="localhost:4444", **HX)
 
     page = text(started)
     running = simulator_control.status(DEVICE, MODULE)
@@ -266,8 +266,18 @@ def test_operator_starts_and_stops_the_simulator_from_the_card(
     assert f"Simulator started for {DEVICE}/{MODULE} (process {running.pid})." in page
     assert "Running" in page and "Stop" in page
     assert wait_for(lambda: registry.get_module(DEVICE, MODULE).connection_state == "Connected")
-    # Its events go to this web app's ingest websocket, at the address the page came from.
-    assert "ws://testserver/ws/ingest/" in command_line(running.pid)
+    # Its events go to the configured ingest websocket, never to an address the request names
+    # (whoever it names would receive the simulator's token).
+    assert settings.EVENTS_URL in command_line(running.pid)
+    assert "4444" not in command_line(running.pid)
+    # Nothing listens there: the card says the events do not reach the web app.
+    wait_for(
+        lambda: (
+            "Events do not reach the web app at ws://127.0.0.1:9/ws/ingest/"
+            in text(client.get(simulator_url))
+        ),
+        what="the card to say the events are not delivered",
+    )
     entry = AuditEntry.objects.get()
     assert (entry.action, entry.username, entry.module_id, entry.detail) == (
         "simulator.started",
@@ -329,3 +339,20 @@ def test_starting_a_simulator_for_an_unknown_module_says_why(
     assert 'role="alert"' in page and "nope" in page and "Traceback" not in page
     assert simulator_control.status(DEVICE, "nope") is None
     assert not AuditEntry.objects.exists()
+
+
+def test_pages_refreshing_after_the_same_event_share_one_twin_read(
+    client_as, viewer, thermo, registry
+):
+    """Every page open on the module asks for the twin as of the newest event at once: the
+    hub is read once for them all, and a newer event reads it again."""
+    client = client_as(viewer)
+    twin_url = url("module-twin", DEVICE, MODULE)
+    after_first = {"after": "2026-11-26T07:00:00.000Z"}
+    assert "No desired or reported properties yet" in text(client.get(twin_url, after_first))
+
+    registry.update_module_twin(DEVICE, MODULE, desired({"fan": 3}), "*")
+
+    assert "fan" not in text(client.get(twin_url, after_first))  # that event's read, shared
+    assert "fan" in text(client.get(twin_url, {"after": "2026-11-26T07:00:01.000Z"}))
+    assert "fan" in text(client.get(twin_url))  # without an event: read now

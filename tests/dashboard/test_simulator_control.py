@@ -2,12 +2,13 @@
 processes against a real localhub, one per module, stopped on request."""
 
 import os
+import threading
 
 import pytest
 from support import create_identities, wait_for
 
 from devices import simulator_control
-from devices.simulator_control import AlreadyRunning, StartFailed
+from devices.simulator_control import AlreadyRunning, ControlError, StartFailed
 
 
 @pytest.fixture
@@ -91,3 +92,37 @@ def test_stop_all_stops_every_simulator(dashboard_hub, registry, var_dir):
 
     wait_for(lambda: not any(alive(pid) for pid in pids), what="both simulators to exit")
     assert simulator_control.status("d", "m1") is None
+
+
+def test_of_two_starts_at_once_one_is_refused(dashboard_hub, registry, var_dir):
+    """Two operators clicking Start together: one simulator, and one of them told so."""
+    create_identities(registry, "d", "m")
+    outcomes = []
+
+    def click():
+        try:
+            outcomes.append(simulator_control.start("d", "m", events_url=""))
+        except AlreadyRunning as refused:
+            outcomes.append(refused)
+
+    clicks = [threading.Thread(target=click) for _ in range(2)]
+    for each in clicks:
+        each.start()
+    for each in clicks:
+        each.join(30)
+
+    started = [o for o in outcomes if isinstance(o, simulator_control.Running)]
+    refused = [o for o in outcomes if isinstance(o, AlreadyRunning)]
+    assert len(started) == 1 and len(refused) == 1, outcomes
+    assert simulator_control.status("d", "m").pid == started[0].pid
+    assert '"module.connected"' in started[0].log_path.read_text()
+
+
+def test_no_more_than_max_running_simulators(dashboard_hub, registry, var_dir, monkeypatch):
+    monkeypatch.setattr(simulator_control, "MAX_RUNNING", 1)
+    create_identities(registry, "d", "m1", "m2")
+    simulator_control.start("d", "m1", events_url="")
+
+    with pytest.raises(ControlError, match="1 simulators already run on this server"):
+        simulator_control.start("d", "m2", events_url="")
+    assert simulator_control.status("d", "m2") is None

@@ -9,9 +9,6 @@ from django.core.management.base import BaseCommand, CommandError
 from devices import hub, mirror, simulator, simulator_control
 from devices.event_forwarder import EventForwarder
 
-# Where `make run` serves the web app.
-DEFAULT_EVENTS_URL = "ws://127.0.0.1:8000/ws/ingest/"
-
 
 class Command(BaseCommand):
     help = (
@@ -30,9 +27,9 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--events-url",
-            default=settings.EVENTS_URL or DEFAULT_EVENTS_URL,
-            help="The web app's ingest websocket (default: IOTADMIN_EVENTS_URL, else "
-            f"{DEFAULT_EVENTS_URL}); empty: only print the events.",
+            default=settings.EVENTS_URL,
+            help="The web app's ingest websocket (default: IOTADMIN_EVENTS_URL, "
+            f"{settings.EVENTS_URL}); empty: only print the events.",
         )
         parser.add_argument(
             "--create",
