@@ -12,11 +12,16 @@ from django.shortcuts import render
 
 VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
 
+VIEW = "devices.view_device"  # every role has it (and view_module beside it)
 REVEAL_KEYS = "devices.reveal_connection_string"
 EDIT_TWIN = "devices.edit_twin"
 MANAGE_IDENTITIES = "devices.manage_identities"
 
 WHY = {
+    VIEW: (
+        "Your account has no role yet: an admin gives you one (viewer, operator or admin) "
+        "in the Django admin, under Users."
+    ),
     REVEAL_KEYS: "Connection strings carry secret keys; only operators and admins may see them.",
     EDIT_TWIN: "Editing twins is for operators and admins; viewers can only read them.",
     MANAGE_IDENTITIES: (
@@ -26,25 +31,27 @@ WHY = {
 
 
 def role_of(user) -> str:
+    """The user's role; "" for an account nobody has given one yet."""
     if user.has_perm(MANAGE_IDENTITIES):
         return ADMIN
     if user.has_perm(EDIT_TWIN):
         return OPERATOR
-    return VIEWER
+    return VIEWER if user.has_perm(VIEW) else ""
 
 
 def forbidden(request, permission: str):
     return render(request, "403.html", {"reason": WHY[permission]}, status=403)
 
 
-def requires(permission: str | None = None):
-    """Login required, and ``permission`` if given; otherwise a 403 page saying why."""
+def requires(permission: str = VIEW):
+    """Login required, and ``permission`` (by default: any role); otherwise a 403 page saying
+    why. The live events websocket checks the same (devices/consumers.py)."""
 
     def decorate(view):
         @login_required
         @functools.wraps(view)
         def checked(request, *args, **kwargs):
-            if permission and not request.user.has_perm(permission):
+            if not request.user.has_perm(permission):
                 return forbidden(request, permission)
             return view(request, *args, **kwargs)
 

@@ -1,5 +1,6 @@
 import pytest
 from django.contrib.auth.models import Group
+from support import create_identities
 
 from devices import access
 
@@ -35,3 +36,17 @@ def test_the_login_page_renders_without_a_hub(client, settings, tmp_path):
 
     assert response.status_code == 200
     assert b"no hub configured" in response.content
+
+
+@pytest.mark.django_db
+def test_an_account_without_a_role_is_told_to_ask_for_one(
+    client, django_user_model, dashboard_hub, registry
+):
+    """As the live events websocket refuses it too (test_consumers.py)."""
+    create_identities(registry, "sensor-1", "thermo")
+    client.force_login(django_user_model.objects.create_user("newcomer"))
+
+    for page in ("/", "/devices/sensor-1/", "/devices/sensor-1/modules/thermo/"):
+        response = client.get(page)
+        assert response.status_code == 403, page
+        assert "Your account has no role yet" in response.content.decode()
