@@ -8,7 +8,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import hub
-from .models import Device, Module, _time
+from .models import Device, Module, ModuleEvent, _time
 
 # The fields a twin document (query result) carries, by model field name.
 TWIN_FIELDS = [
@@ -67,10 +67,12 @@ def save_twin(device_id: str, module_id: str, twin: dict):
 
 def forget_device(device_id: str) -> None:
     Device.objects.filter(device_id=device_id).delete()
+    ModuleEvent.objects.filter(device_id=device_id).delete()
 
 
 def forget_module(device_id: str, module_id: str) -> None:
     Module.objects.filter(device__device_id=device_id, module_id=module_id).delete()
+    ModuleEvent.objects.filter(device_id=device_id, module_id=module_id).delete()
 
 
 # -- full sync -----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ devices without asking the hub each time. Keys are never stored here.
 """
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils.dateparse import parse_datetime
 
 NEVER = "0001-01-01T00:00:00Z"
@@ -187,3 +187,37 @@ class AuditEntry(models.Model):
             module_id=module_id,
             detail=detail,
         )
+
+
+class ModuleEvent(models.Model):
+    """A module's latest live events (devices/events.py shape), kept so that a page opening
+    or reconnecting shows what happened just before: after an edit on another page, say,
+    the module has received and acknowledged it by the time the module page loads."""
+
+    KEEP = 50  # per module
+
+    device_id = models.CharField(max_length=128)
+    module_id = models.CharField(max_length=128)
+    type = models.CharField(max_length=40)
+    version = models.BigIntegerField(null=True)
+    patch = models.JSONField(null=True)
+    at = models.CharField(max_length=30)  # as the event says it, to the millisecond
+
+    class Meta:
+        indexes = [models.Index(fields=["device_id", "module_id", "-id"])]
+
+    @classmethod
+    def record(cls, events: list[dict]) -> None:
+        """Keep ``events`` (of one module), and only the KEEP newest of the module."""
+        with transaction.atomic():
+            kept = cls.objects.bulk_create(cls(**event) for event in events)
+            of_module = cls.objects.filter(device_id=kept[0].device_id, module_id=kept[0].module_id)
+            newest = of_module.order_by("-id").values_list("id", flat=True)
+            of_module.filter(id__lt=models.Subquery(newest[cls.KEEP - 1 : cls.KEEP])).delete()
+
+    @classmethod
+    def recent(cls, device_id: str, module_id: str) -> list[dict]:
+        """The kept events of the module, oldest first, as pages receive events."""
+        rows = cls.objects.filter(device_id=device_id, module_id=module_id).order_by("-id")
+        fields = ("type", "device_id", "module_id", "version", "patch", "at")
+        return list(reversed(rows.values(*fields)[: cls.KEEP]))

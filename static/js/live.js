@@ -31,9 +31,16 @@
     return node;
   }
 
+  // Each event once (one replayed on connecting may also arrive live), newest first by the
+  // time it happened (replayed ones may be older than some shown). False if already shown.
+  const shown = new Set();
   function showEvent(event) {
+    const key = `${event.type} ${event.at} ${event.version}`;
+    if (shown.has(key)) return false;
+    shown.add(key);
     const item = document.createElement("li");
     item.className = "event";
+    item.dataset.key = key;
     item.dataset.type = event.type;
     item.dataset.version = event.version ?? "";
     const time = element("time", "event-at", String(event.at).replace("T", " ").replace("Z", " UTC"));
@@ -45,8 +52,13 @@
       head.append(" ", element("span", "event-version", `$version ${event.version}`));
     }
     item.append(head, element("pre", "event-patch", JSON.stringify(event.patch, null, 2)));
-    feed.prepend(item);
-    while (feed.children.length > MAX_EVENTS) feed.lastElementChild.remove();
+    const older = [...feed.children].find((li) => li.querySelector("time").dateTime < event.at);
+    feed.insertBefore(item, older ?? null);
+    while (feed.children.length > MAX_EVENTS) {
+      shown.delete(feed.lastElementChild.dataset.key);
+      feed.lastElementChild.remove();
+    }
+    return true;
   }
 
   function showConnection(state) {
@@ -128,7 +140,10 @@
     socket.addEventListener("open", () => {
       retry = FIRST_RETRY_MS;
       setStatus("open", "Live");
-      if (opened) { refreshTwin(); refreshSimulator(); } // events missed while away
+      // Whatever happened since the page was rendered or the socket dropped; as of now, not
+      // as of an event seen earlier.
+      refreshSoon("twin", twinUrl);
+      if (opened) refreshSimulator();
       opened = true;
     });
     socket.addEventListener("message", (message) => {
@@ -138,7 +153,7 @@
       } catch {
         return;
       }
-      showEvent(event);
+      if (!showEvent(event) || event.replayed) return; // old news: shown, not acted on
       newestEvent = event.at;
       ON_EVENT[event.type]?.();
     });

@@ -112,3 +112,31 @@ def test_operator_and_viewer_watch_a_desired_change_arrive_and_be_acknowledged(
     for each in (page, viewer_page):
         expect(each.locator("#live-status")).to_have_text("Live", timeout=RECONNECT_TIMEOUT_MS)
         assert each.evaluate("window.notReloaded") is True
+        # The events replayed on reconnecting are not shown twice: connected, received,
+        # reported, disconnected.
+        expect(each.locator("#event-feed li.event")).to_have_count(4)
+
+
+def test_an_edit_made_on_the_editor_page_shows_its_events_back_on_the_module_page(
+    page, make_user, registry
+):
+    """The module acknowledges within milliseconds, before the module page the editor
+    redirects to has loaded: the page shows what happened just before it opened."""
+    create_identities(registry, DEVICE, MODULE)
+    open_module_page(page, make_user("operator").username)
+    page.locator("#simulator").get_by_role("button", name="Start").click()
+    expect(page.locator("#simulator")).to_contain_text("Running", timeout=START_TIMEOUT_MS)
+
+    page.get_by_role("link", name="Edit tags and desired as JSON").click()
+    page.get_by_label("Desired properties").fill('{"telemetryInterval": 12}')
+    page.get_by_role("button", name="Send to the hub").click()
+
+    expect(page.get_by_role("heading", level=1)).to_contain_text(MODULE)
+    received = events(page, "twin.desired_received")
+    expect(received).to_have_count(1)
+    assert patch_of(received)["telemetryInterval"] == 12
+    reported = events(page, "twin.reported_sent")
+    expect(reported).to_have_count(1)
+    assert patch_of(reported)["telemetryInterval"]["value"] == 12
+    twin = page.locator("#twin table.twin-properties")
+    expect(twin.get_by_role("row", name="telemetryInterval")).to_contain_text('"value": 12')

@@ -25,6 +25,7 @@ from devices.events import (
     module_group,
     send_module_event,
 )
+from devices.models import ModuleEvent
 from iotadmin.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -285,3 +286,46 @@ async def test_a_page_open_longer_than_the_group_expiry_still_receives_events(
 
         assert await page.receive_json_from(timeout=5) == sent
     channel_layers.backends = {}
+
+
+# -- what a page opening later is shown ----------------------------------------------------
+async def test_a_page_opening_later_first_receives_the_recent_events_marked_replayed(
+    layer, viewer_cookie
+):
+    sent = [
+        make_event("module.connected", "d1", "m1", 1, {"desired": {}, "reported": {}}),
+        make_event("twin.desired_received", "d1", "m1", 2, {"fan": 3, "$version": 2}),
+        make_event("twin.reported_sent", "d1", "m1", 2, {"fan": {"value": 3, "ac": 200}}),
+    ]
+    async with ingest([bearer(ingest_token("d1", "m1"))]) as (simulator, accepted):
+        assert accepted
+        for event in sent:
+            await simulator.send_json_to(event)
+        await simulator.send_json_to(make_event("twin.desired_received", "d1", "m1", 3, {}))
+        stored = database_sync_to_async(ModuleEvent.objects.count)
+        for _ in range(100):
+            if await stored() == 4:
+                break
+            await asyncio.sleep(0.05)
+
+    async with socket("d1", "m1", [LOCAL, viewer_cookie]) as (page, accepted):
+        assert accepted
+        replayed = [await page.receive_json_from(timeout=5) for _ in range(4)]
+        assert await page.receive_nothing(timeout=0.3)
+
+    assert replayed[:3] == [{**event, "replayed": True} for event in sent]
+    assert replayed[3]["version"] == 3
+
+
+@pytest.mark.django_db
+def test_only_the_newest_events_of_each_module_are_kept():
+    keep = ModuleEvent.KEEP
+    for version in range(0, keep + 5, 5):  # bursts of five
+        burst = range(version, version + 5)
+        ModuleEvent.record([make_event("twin.reported_sent", "d1", "m1", v, {}) for v in burst])
+    ModuleEvent.record([make_event("twin.reported_sent", "d1", "m2", 0, {})])
+
+    kept = ModuleEvent.recent("d1", "m1")
+
+    assert [e["version"] for e in kept] == list(range(5, keep + 5))
+    assert len(ModuleEvent.recent("d1", "m2")) == 1

@@ -35,8 +35,9 @@ def session_cookie(transactional_db, make_user) -> str:
 
 
 @pytest.fixture
-def servers(tmp_path):
-    """Start DashboardServers for a hub's data dir; all stopped at the end, logs printed."""
+def servers(transactional_db, tmp_path):
+    """Start DashboardServers for a hub's data dir; all stopped at the end, logs printed.
+    (Before the test database is emptied: a server saves events as its simulators go.)"""
     started = []
 
     def start(hub_dir, name="web", **env):
