@@ -12,7 +12,7 @@ from django.shortcuts import render
 
 VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
 
-VIEW = "devices.view_device"  # every role has it (and view_module beside it)
+VIEW = "devices.view_device"  # every role has it: what pages and the live websocket check
 REVEAL_KEYS = "devices.reveal_connection_string"
 EDIT_TWIN = "devices.edit_twin"
 MANAGE_IDENTITIES = "devices.manage_identities"
@@ -44,8 +44,8 @@ def forbidden(request, permission: str):
 
 
 def requires(permission: str = VIEW):
-    """Login required, and ``permission`` (by default: any role); otherwise a 403 page saying
-    why. The live events websocket checks the same (devices/consumers.py)."""
+    """Login required, and ``permission`` (by default VIEW: any role); otherwise a 403 page
+    saying why. The live events websocket checks VIEW too (devices/consumers.py)."""
 
     def decorate(view):
         @login_required

@@ -6,16 +6,16 @@ import logging
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 
+from devices.access import VIEW
 from devices.events import ingest_ids, module_group, parse_event, send_module_event
-from devices.models import ModuleEvent
+from devices.models import RecentEvent
 
 log = logging.getLogger(__name__)
 
-VIEW_MODULE = "devices.view_module"
 # Channel layers drop group members after their group_expiry (a day by default): a page open
 # longer would stop receiving events while still saying "Live". Joining again keeps it in.
 REJOIN_SECONDS = 3600
-# Events are kept for pages that open later (ModuleEvent) a little after they are sent, a
+# Events are kept for pages that open later (RecentEvent) a little after they are sent, a
 # burst at a time: database work in the sync thread while the event loop hands an event to
 # 100 pages slowed every page by ~5 ms (the two threads contend for the GIL).
 SAVE_AFTER_SECONDS = 0.05
@@ -43,15 +43,20 @@ class ModuleEventsConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         self.rejoin = asyncio.create_task(self.stay_in_group())
-        # What happened just before, marked as such: the page shows it without acting on it
-        # (an old module.connected is no news). One may also arrive live: pages drop repeats.
+        # What happened just before, marked as such. An event sent before joining is saved
+        # within SAVE_AFTER_SECONDS, so wait that long; one sent after arrives live too, and
+        # pages show each event once.
+        await asyncio.sleep(SAVE_AFTER_SECONDS * 2)
         for event in await self.recent(ids["device_id"], ids["module_id"]):
             await self.send_json({**event, "replayed": True})
 
     async def stay_in_group(self):
         while True:
             await asyncio.sleep(REJOIN_SECONDS)
-            await self.channel_layer.group_add(self.group, self.channel_name)
+            try:
+                await self.channel_layer.group_add(self.group, self.channel_name)
+            except Exception:  # Redis away for a moment: the next round joins again
+                log.exception("Could not rejoin %s", self.group)
 
     async def disconnect(self, code):
         if self.rejoin:
@@ -73,11 +78,11 @@ class ModuleEventsConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def may_view(self, user) -> bool:
-        return user.has_perm(VIEW_MODULE)
+        return user.has_perm(VIEW)  # as the pages: devices.access.requires()
 
     @database_sync_to_async
     def recent(self, device_id: str, module_id: str) -> list[dict]:
-        return ModuleEvent.recent(device_id, module_id)
+        return RecentEvent.of_module(device_id, module_id)
 
 
 class IngestConsumer(AsyncWebsocketConsumer):
@@ -121,8 +126,12 @@ class IngestConsumer(AsyncWebsocketConsumer):
 
     async def save(self):
         events, self.unsaved = self.unsaved, []
-        if events:
-            await database_sync_to_async(ModuleEvent.record)(events)
+        if not events:
+            return
+        try:
+            await database_sync_to_async(RecentEvent.keep)(events)
+        except Exception:  # the pages have them; only pages opening later miss them
+            log.exception("Could not keep %d events of %s/%s", len(events), *self.ids)
 
     async def disconnect(self, code):
         if self.saver:

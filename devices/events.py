@@ -11,6 +11,7 @@ the module's callback received or the module sent.
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
@@ -32,6 +33,11 @@ class ModuleEvent(TypedDict):
     version: int | None
     patch: Any
     at: str
+
+
+EVENT_KEYS = tuple(ModuleEvent.__annotations__)
+AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+MAX_VERSION = 2**63 - 1  # $version is a 64-bit integer on the hub
 
 
 def utc_timestamp(moment: datetime | None = None) -> str:
@@ -72,11 +78,13 @@ def parse_event(text: str | bytes, ids: tuple[str, str]) -> ModuleEvent:
     if data.get("type") not in TYPES:
         raise ValueError(f"unknown event type {data.get('type')!r}")
     version = data.get("version")
-    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
-        raise ValueError("version must be an integer or null")
-    if not isinstance(data.get("at"), str):
-        raise ValueError("at must be a timestamp string")
-    return {key: data.get(key) for key in ModuleEvent.__annotations__}
+    if version is not None and (
+        not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= MAX_VERSION
+    ):
+        raise ValueError("version must be a $version (an integer) or null")
+    if not isinstance(data.get("at"), str) or not AT.fullmatch(data["at"]):
+        raise ValueError("at must be UTC, ISO 8601 with milliseconds: 2026-11-26T05:40:00.123Z")
+    return {key: data.get(key) for key in EVENT_KEYS}
 
 
 def ingest_token(device_id: str, module_id: str) -> str:

@@ -4,11 +4,11 @@ import itertools
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from . import hub
-from .models import Device, Module, ModuleEvent, _time
+from .models import Device, Module, RecentEvent, _time
 
 # The fields a twin document (query result) carries, by model field name.
 TWIN_FIELDS = [
@@ -67,12 +67,12 @@ def save_twin(device_id: str, module_id: str, twin: dict):
 
 def forget_device(device_id: str) -> None:
     Device.objects.filter(device_id=device_id).delete()
-    ModuleEvent.objects.filter(device_id=device_id).delete()
+    RecentEvent.objects.filter(device_id=device_id).delete()
 
 
 def forget_module(device_id: str, module_id: str) -> None:
     Module.objects.filter(device__device_id=device_id, module_id=module_id).delete()
-    ModuleEvent.objects.filter(device_id=device_id, module_id=module_id).delete()
+    RecentEvent.objects.filter(device_id=device_id, module_id=module_id).delete()
 
 
 # -- full sync -----------------------------------------------------------------------------
@@ -205,4 +205,9 @@ def sync_hub(progress=lambda result: None) -> SyncResult:
     stale = Q(synced_at__lt=now) | Q(synced_at__isnull=True)
     Device.objects.filter(stale).update(synced_at=now)
     Module.objects.filter(stale).update(synced_at=now)
+    # A module deleted outside the dashboard and made again must not replay the old one's.
+    mirrored = Module.objects.filter(
+        device__device_id=OuterRef("device_id"), module_id=OuterRef("module_id")
+    )
+    RecentEvent.objects.exclude(Exists(mirrored)).delete()
     return result

@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils.dateparse import parse_datetime
 
+from devices.events import EVENT_KEYS
+
 NEVER = "0001-01-01T00:00:00Z"
 
 
@@ -189,7 +191,7 @@ class AuditEntry(models.Model):
         )
 
 
-class ModuleEvent(models.Model):
+class RecentEvent(models.Model):
     """A module's latest live events (devices/events.py shape), kept so that a page opening
     or reconnecting shows what happened just before: after an edit on another page, say,
     the module has received and acknowledged it by the time the module page loads."""
@@ -201,13 +203,13 @@ class ModuleEvent(models.Model):
     type = models.CharField(max_length=40)
     version = models.BigIntegerField(null=True)
     patch = models.JSONField(null=True)
-    at = models.CharField(max_length=30)  # as the event says it, to the millisecond
+    at = models.CharField(max_length=24)  # as the event says it: 2026-11-26T05:40:00.123Z
 
     class Meta:
         indexes = [models.Index(fields=["device_id", "module_id", "-id"])]
 
     @classmethod
-    def record(cls, events: list[dict]) -> None:
+    def keep(cls, events: list[dict]) -> None:
         """Keep ``events`` (of one module), and only the KEEP newest of the module."""
         with transaction.atomic():
             kept = cls.objects.bulk_create(cls(**event) for event in events)
@@ -216,8 +218,7 @@ class ModuleEvent(models.Model):
             of_module.filter(id__lt=models.Subquery(newest[cls.KEEP - 1 : cls.KEEP])).delete()
 
     @classmethod
-    def recent(cls, device_id: str, module_id: str) -> list[dict]:
+    def of_module(cls, device_id: str, module_id: str) -> list[dict]:
         """The kept events of the module, oldest first, as pages receive events."""
         rows = cls.objects.filter(device_id=device_id, module_id=module_id).order_by("-id")
-        fields = ("type", "device_id", "module_id", "version", "patch", "at")
-        return list(reversed(rows.values(*fields)[: cls.KEEP]))
+        return list(reversed(rows.values(*EVENT_KEYS)[: cls.KEEP]))

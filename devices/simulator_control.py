@@ -56,8 +56,12 @@ class Running:
 
     @property
     def events_problem(self) -> str:
-        """Why its events do not reach the web app, as it last logged; "" while they do."""
+        """Why its events do not reach the web app, as it last logged; "" while they do.
+        Only simulators started from a page write this log: one older than the running
+        simulator's lock is an earlier one's."""
         try:
+            if self.log_path.stat().st_mtime < self.log_path.with_suffix(".lock").stat().st_mtime:
+                return ""
             with open(self.log_path, "rb") as log:
                 log.seek(max(0, log.seek(0, os.SEEK_END) - 65536))
                 tail = log.read().decode(errors="replace")

@@ -206,9 +206,10 @@ def main() -> int:
         # A second Ctrl-C must not cut the stop short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # Page simulators first, while the web app is there to show them stopping.
+        stop_page_simulators()
         for part in reversed(running):
             part.stop()
-        stop_page_simulators()
     if reason in ("SIGINT", "SIGTERM"):
         print("Stopped.")
         return 0

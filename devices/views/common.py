@@ -6,10 +6,6 @@ from django.shortcuts import render
 
 from .. import hub
 
-# The event an htmx answer raises (HX-Trigger) when it recorded an audit entry: the page
-# then shows its audit log again (static/js/iotadmin.js).
-AUDIT_CHANGED = "audit-changed"
-
 # The status a page answers with when the hub refuses or fails.
 PAGE_STATUS = {
     hub.NotFound: 404,

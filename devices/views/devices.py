@@ -10,6 +10,7 @@ import json
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
@@ -18,7 +19,7 @@ from .. import hub, mirror
 from ..access import EDIT_TWIN, MANAGE_IDENTITIES, REVEAL_KEYS, requires
 from ..forms import DeviceCreateForm, EtagForm, RegenerateKeyForm, StatusForm
 from ..models import AuditEntry
-from .common import AUDIT_CHANGED, PAGE_STATUS, handles_hub_errors
+from .common import PAGE_STATUS, handles_hub_errors
 
 Action = AuditEntry.Action
 KEY_FIELDS = {"primary": "primaryKey", "secondary": "secondaryKey"}
@@ -91,8 +92,7 @@ def reveal(request, identity: dict, which: str, page):
     string = next(s for s in connection_strings(request, identity) if s["which"] == which)
     context = {"cs": {**string, "value": value}}
     response = render(request, "devices/partials/connection_string.html", context)
-    response["HX-Trigger"] = AUDIT_CHANGED
-    return response
+    return with_audit_log(request, response, device_id, module_id or None)
 
 
 def _summary(detail: dict) -> str:
@@ -111,6 +111,14 @@ def audit_entries(device_id: str, module_id: str | None = None) -> list[AuditEnt
     for entry in entries:
         entry.summary = _summary(entry.detail)
     return entries
+
+
+def with_audit_log(request, response, device_id: str, module_id: str | None = None):
+    """``response``, an htmx answer that recorded an audit entry, with the page's audit log
+    as it is now after it: htmx swaps that in for #audit (hx-swap-oob)."""
+    context = {"audit": audit_entries(device_id, module_id), "module_id": module_id, "oob": True}
+    response.content += render_to_string("devices/partials/audit.html", context, request).encode()
+    return response
 
 
 # -- the device page -----------------------------------------------------------------------

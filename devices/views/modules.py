@@ -6,6 +6,8 @@ devices/consumers.py), and refreshes its twin view and simulator card from the p
 views here as events arrive.
 """
 
+import threading
+
 from django.conf import settings
 from django.contrib import messages
 from django.core.cache import cache
@@ -17,12 +19,20 @@ from django.views.decorators.vary import vary_on_headers
 
 from .. import hub, mirror, simulator_control
 from ..access import EDIT_TWIN, MANAGE_IDENTITIES, REVEAL_KEYS, forbidden, requires
-from ..events import module_group
+from ..events import AT, module_group, utc_timestamp
 from ..forms import EtagForm, ModuleCreateForm, RegenerateKeyForm
 from ..models import AuditEntry
 from ..twin_forms import DesiredForm
-from .common import AUDIT_CHANGED, handles_hub_errors
-from .devices import audit_entries, connection_strings, read_twin, reveal, stale, status_of
+from .common import handles_hub_errors
+from .devices import (
+    audit_entries,
+    connection_strings,
+    read_twin,
+    reveal,
+    stale,
+    status_of,
+    with_audit_log,
+)
 
 Action = AuditEntry.Action
 SHARED_READ = 10  # seconds an event's twin read serves the pages refreshing after it
@@ -46,6 +56,8 @@ def _module_page(request, device_id: str, module_id: str, revealed: dict | None 
         "can_edit_twin": can_edit_twin,
         "can_manage": request.user.has_perm(MANAGE_IDENTITIES),
         **_simulator_context(request, device_id, module_id),
+        # live.js acts on events after this (replayed or live), not on older ones.
+        "rendered_at": utc_timestamp(),
     }
     if can_edit_twin and twin:
         # The inline desired form (partials/desired_card.html), posted to the twin editor.
@@ -73,10 +85,9 @@ def module_twin(request, device_id, module_id):
     for it as of the newest event (``?after=<the event's time>``). Every page open on the
     module asks at once, so the twin read for an event is shared for a while: one hub read
     per event and web process, not per page (a real hub throttles twin reads)."""
-    after = request.GET.get("after", "")[:40]
-    if after:
-        key = "twin:" + module_group(device_id, module_id) + ":" + after
-        twin = cache.get_or_set(key, lambda: hub.get_twin(device_id, module_id), SHARED_READ)
+    after = request.GET.get("after", "")
+    if AT.fullmatch(after):
+        twin = shared_twin_read(device_id, module_id, after)
     else:
         twin = hub.get_twin(device_id, module_id)
     context = {
@@ -86,6 +97,28 @@ def module_twin(request, device_id, module_id):
         "can_edit_twin": request.user.has_perm(EDIT_TWIN),
     }
     return render(request, "devices/partials/twin.html", context)
+
+
+_reading: dict[str, threading.Lock] = {}
+_reading_guard = threading.Lock()
+
+
+def shared_twin_read(device_id: str, module_id: str, after: str) -> dict:
+    """The twin read once for all the requests asking for it as of the event at ``after``
+    (they come together, on threads of their own): the first reads, the others wait for it."""
+    key = f"twin:{module_group(device_id, module_id)}:{after}"
+    with _reading_guard:
+        lock = _reading.setdefault(key, threading.Lock())
+    try:
+        with lock:
+            twin = cache.get(key)
+            if twin is None:
+                twin = hub.get_twin(device_id, module_id)
+                cache.set(key, twin, SHARED_READ)
+            return twin
+    finally:
+        with _reading_guard:
+            _reading.pop(key, None)
 
 
 # -- the simulated module ------------------------------------------------------------------
@@ -146,7 +179,7 @@ def module_simulator(request, device_id, module_id):
     }
     response = render(request, "devices/partials/simulator.html", context)
     if done:
-        response["HX-Trigger"] = AUDIT_CHANGED
+        with_audit_log(request, response, device_id, module_id)
     return response
 
 

@@ -15,7 +15,8 @@ from django.views.decorators.vary import vary_on_headers
 from .. import access, hub, mirror, twins
 from ..models import AuditEntry
 from ..twin_forms import DesiredForm, TwinJsonForm
-from .common import AUDIT_CHANGED, PAGE_STATUS, handles_hub_errors
+from .common import PAGE_STATUS, handles_hub_errors
+from .devices import with_audit_log
 
 # Writes tried when only what the edit is not based on changed (see _conflict).
 WRITE_ATTEMPTS = 3
@@ -95,8 +96,8 @@ def _written_card(request, answer, device_id, module_id, done, stale):
     was written; the page refreshes its twin view on the ``twin-changed`` event."""
     fresh = DesiredForm(twin=answer)
     response = _editor(request, fresh, device_id, module_id, "form", done=done, stale=stale)
-    response["HX-Trigger"] = f"twin-changed, {AUDIT_CHANGED}"
-    return response
+    response["HX-Trigger"] = "twin-changed"
+    return with_audit_log(request, response, device_id, module_id or None)
 
 
 def _conflict(request, form, device_id, module_id, editor, attempt):

@@ -8,7 +8,7 @@
   const feed = document.getElementById("event-feed");
   const badge = document.getElementById("connection-badge");
   const connectionState = document.getElementById("connection-state");
-  const { deviceId, moduleId, twinUrl, simulatorUrl } = live.dataset;
+  const { deviceId, moduleId, twinUrl, simulatorUrl, renderedAt } = live.dataset;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const socketUrl = `${scheme}://${location.host}/ws/modules/` +
     `${encodeURIComponent(deviceId)}/${encodeURIComponent(moduleId)}/`;
@@ -52,7 +52,7 @@
       head.append(" ", element("span", "event-version", `$version ${event.version}`));
     }
     item.append(head, element("pre", "event-patch", JSON.stringify(event.patch, null, 2)));
-    const older = [...feed.children].find((li) => li.querySelector("time").dateTime < event.at);
+    const older = [...feed.children].find((li) => li.querySelector("time").dateTime <= event.at);
     feed.insertBefore(item, older ?? null);
     while (feed.children.length > MAX_EVENTS) {
       shown.delete(feed.lastElementChild.dataset.key);
@@ -68,25 +68,43 @@
     if (badge) badge.className = `badge badge-${state}`;
   }
 
-  // -- refreshing parts of the page from their partial views (replaceFrom: iotadmin.js) ----
-  // The twin view is asked for as of the newest event (?after=<its time>): the server reads
-  // the twin once per event for all the pages open on the module, not once per page.
-  let newestEvent = "";
-  const twinAsOfNow = () =>
-    newestEvent ? `${twinUrl}?after=${encodeURIComponent(newestEvent)}` : twinUrl;
-  async function refresh(id, url) {
-    if (!(await replaceFrom(id, url)) || id !== "twin") return;
-    // The twin also says whether the module is connected (events missed while away).
-    const state = document.getElementById("twin").dataset.connectionState;
-    if (state) showConnection(state);
+  // -- refreshing parts of the page from their partial views ------------------------------
+  // Replace the element #id with the same element of the page at url, as it is now; <details>
+  // keep their open state. A part htmx is posting from (or swapped meanwhile) is left to htmx.
+  const htmxBusy = (node) => node.matches(".htmx-request") || node.querySelector(".htmx-request");
+  async function replaceFrom(id, url) {
+    const current = document.getElementById(id);
+    if (!current || htmxBusy(current)) return false;
+    let response;
+    try {
+      response = await fetch(url, { headers: { Accept: "text/html" } });
+    } catch {
+      return false; // offline: the next change shows it again
+    }
+    if (!response.ok) return false; // keep what is shown rather than an error page
+    const page = new DOMParser().parseFromString(await response.text(), "text/html");
+    const fresh = page.getElementById(id);
+    if (!fresh || document.getElementById(id) !== current || htmxBusy(current)) return false;
+    const open = [...current.querySelectorAll("details")].map((d) => d.open);
+    fresh.querySelectorAll("details").forEach((d, i) => { if (i < open.length) d.open = open[i]; });
+    const adopted = document.adoptNode(fresh);
+    current.replaceWith(adopted);
+    if (window.htmx) window.htmx.process(adopted);
+    return true;
   }
 
+  // The twin view is asked for as of the newest event (?after=<its time>): the server reads
+  // the twin once per event for all the pages open on the module, not once per page.
+  // Events up to caughtUpTo are reflected in the page already (it was rendered then, or the
+  // event was acted on): older replayed ones are only shown.
+  let caughtUpTo = renderedAt;
   const timers = {};
   function refreshSoon(id, url) {
     clearTimeout(timers[id]);
-    timers[id] = setTimeout(() => refresh(id, url), REFRESH_DELAY_MS);
+    timers[id] = setTimeout(() => replaceFrom(id, url), REFRESH_DELAY_MS);
   }
-  const refreshTwin = () => refreshSoon("twin", twinAsOfNow());
+  const refreshTwin = () =>
+    refreshSoon("twin", `${twinUrl}?after=${encodeURIComponent(caughtUpTo)}`);
   const refreshSimulator = () => refreshSoon("simulator", simulatorUrl);
 
   // The simulator card follows the module's connection when it shows otherwise (a simulator
@@ -98,7 +116,7 @@
   function followSimulator(expected) {
     for (const delay of FOLLOW_DELAYS_MS) {
       setTimeout(() => {
-        if (simulatorState() !== expected) refresh("simulator", simulatorUrl);
+        if (simulatorState() !== expected) replaceFrom("simulator", simulatorUrl);
       }, delay);
     }
   }
@@ -117,15 +135,17 @@
     },
   };
 
-  // The inline desired form wrote the twin (its answer carries HX-Trigger: twin-changed).
-  document.body.addEventListener("twin-changed", refreshTwin);
+  // The inline desired form wrote the twin (its answer carries HX-Trigger: twin-changed):
+  // the twin as it is now, not as read for an earlier event.
+  document.body.addEventListener("twin-changed", () => refreshSoon("twin", twinUrl));
 
   // -- the websocket, reconnecting with backoff --------------------------------------------
-  // A browser cannot tell why a websocket was refused; the twin view can: it sends someone
-  // logged out to the login page, and answers 403 to a user without a role.
+  // A browser cannot tell why a websocket was refused; a page can: it sends someone logged
+  // out to the login page, and answers 403 to a user without a role. (The simulator card:
+  // it does not read the hub.)
   async function signedOut() {
     try {
-      const response = await fetch(twinUrl, { redirect: "manual" });
+      const response = await fetch(simulatorUrl, { redirect: "manual" });
       return response.type === "opaqueredirect" || response.status === 403;
     } catch {
       return false; // the server is away: keep trying
@@ -140,9 +160,8 @@
     socket.addEventListener("open", () => {
       retry = FIRST_RETRY_MS;
       setStatus("open", "Live");
-      // Whatever happened since the page was rendered or the socket dropped; as of now, not
-      // as of an event seen earlier.
-      refreshSoon("twin", twinUrl);
+      // What was missed meanwhile comes replayed (the server keeps a module's latest events);
+      // the simulator card does not depend on events alone.
       if (opened) refreshSimulator();
       opened = true;
     });
@@ -153,8 +172,8 @@
       } catch {
         return;
       }
-      if (!showEvent(event) || event.replayed) return; // old news: shown, not acted on
-      newestEvent = event.at;
+      if (!showEvent(event) || event.at <= caughtUpTo) return; // old news: shown only
+      caughtUpTo = event.at;
       ON_EVENT[event.type]?.();
     });
     socket.addEventListener("close", async () => {

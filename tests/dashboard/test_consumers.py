@@ -25,7 +25,7 @@ from devices.events import (
     module_group,
     send_module_event,
 )
-from devices.models import ModuleEvent
+from devices.models import RecentEvent
 from iotadmin.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -232,6 +232,7 @@ async def test_ingested_events_reach_the_modules_pages(layer, viewer_cookie):
         ingest([bearer(ingest_token("a#b?c", "m:1"))]) as (simulator, accepted),
     ):
         assert page_accepted and accepted
+        assert await page.receive_nothing(timeout=0.3)  # nothing to replay yet
         sent = make_event("twin.desired_received", "a#b?c", "m:1", 4, {"telemetryInterval": 9})
         await simulator.send_json_to({**sent, "extra": "dropped"})
 
@@ -244,7 +245,9 @@ async def test_ingested_events_reach_the_modules_pages(layer, viewer_cookie):
         {"device_id": "d1", "module_id": "other"},  # another module than the token's
         {"type": "twin.changed"},
         {"version": "7"},
+        {"version": 2**63},
         {"at": None},
+        {"at": "yesterday"},
     ],
 )
 async def test_ingest_drops_a_bad_event_and_closes(layer, viewer_cookie, bad):
@@ -278,14 +281,16 @@ async def test_a_page_open_longer_than_the_group_expiry_still_receives_events(
     }
     channel_layers.backends = {}
     monkeypatch.setattr("devices.consumers.REJOIN_SECONDS", 0.3)
-    async with socket("d1", "m1", [LOCAL, viewer_cookie]) as (page, accepted):
-        assert accepted
-        await asyncio.sleep(2.5)  # the layer counts whole seconds: past 1 s for sure
-        sent = make_event("module.connected", "d1", "m1", 1, {})
-        await send_module_event(sent)
+    try:
+        async with socket("d1", "m1", [LOCAL, viewer_cookie]) as (page, accepted):
+            assert accepted
+            await asyncio.sleep(2.5)  # the layer counts whole seconds: past 1 s for sure
+            sent = make_event("module.connected", "d1", "m1", 1, {})
+            await send_module_event(sent)
 
-        assert await page.receive_json_from(timeout=5) == sent
-    channel_layers.backends = {}
+            assert await page.receive_json_from(timeout=5) == sent
+    finally:
+        channel_layers.backends = {}
 
 
 # -- what a page opening later is shown ----------------------------------------------------
@@ -302,7 +307,7 @@ async def test_a_page_opening_later_first_receives_the_recent_events_marked_repl
         for event in sent:
             await simulator.send_json_to(event)
         await simulator.send_json_to(make_event("twin.desired_received", "d1", "m1", 3, {}))
-        stored = database_sync_to_async(ModuleEvent.objects.count)
+        stored = database_sync_to_async(RecentEvent.objects.count)
         for _ in range(100):
             if await stored() == 4:
                 break
@@ -319,13 +324,26 @@ async def test_a_page_opening_later_first_receives_the_recent_events_marked_repl
 
 @pytest.mark.django_db
 def test_only_the_newest_events_of_each_module_are_kept():
-    keep = ModuleEvent.KEEP
+    keep = RecentEvent.KEEP
     for version in range(0, keep + 5, 5):  # bursts of five
         burst = range(version, version + 5)
-        ModuleEvent.record([make_event("twin.reported_sent", "d1", "m1", v, {}) for v in burst])
-    ModuleEvent.record([make_event("twin.reported_sent", "d1", "m2", 0, {})])
+        RecentEvent.keep([make_event("twin.reported_sent", "d1", "m1", v, {}) for v in burst])
+    RecentEvent.keep([make_event("twin.reported_sent", "d1", "m2", 0, {})])
 
-    kept = ModuleEvent.recent("d1", "m1")
+    kept = RecentEvent.of_module("d1", "m1")
 
     assert [e["version"] for e in kept] == list(range(5, keep + 5))
-    assert len(ModuleEvent.recent("d1", "m2")) == 1
+    assert len(RecentEvent.of_module("d1", "m2")) == 1
+
+
+async def test_a_page_opening_just_after_an_event_gets_it(layer, viewer_cookie):
+    """Events are saved for later pages a moment after they are sent: a page joining in
+    between has it replayed, not lost."""
+    async with ingest([bearer(ingest_token("d1", "m1"))]) as (simulator, accepted):
+        assert accepted
+        sent = make_event("twin.desired_received", "d1", "m1", 5, {"fan": 1})
+        await simulator.send_json_to(sent)
+        await asyncio.sleep(0.01)
+        async with socket("d1", "m1", [LOCAL, viewer_cookie]) as (page, joined):
+            assert joined
+            assert await page.receive_json_from(timeout=5) == {**sent, "replayed": True}
