@@ -137,10 +137,16 @@ def _holder(lock_path: Path) -> Running | None:
         os.close(fd)
 
 
+def _running_in(var_dir: Path | None):
+    """(lock path, Running) of each simulator using ``var_dir`` (default VAR_DIR)."""
+    for lock_path in (Path(var_dir or settings.VAR_DIR) / "simulators").glob("*.lock"):
+        if running := _holder(lock_path):
+            yield lock_path, running
+
+
 def running_count(var_dir: Path | None = None) -> int:
     """How many simulators use ``var_dir`` (default VAR_DIR)."""
-    folder = Path(var_dir or settings.VAR_DIR) / "simulators"
-    return sum(1 for path in folder.glob("*.lock") if _holder(path))
+    return sum(1 for _ in _running_in(var_dir))
 
 
 def start(device_id: str, module_id: str, events_url: str) -> Running:
@@ -223,10 +229,9 @@ def stop_all(var_dir: Path | None = None) -> int:
     """Stop every simulator using ``var_dir`` (default VAR_DIR), however it was started
     (``make run`` does at exit); return how many ran."""
     stopped = 0
-    for lock_path in (Path(var_dir or settings.VAR_DIR) / "simulators").glob("*.lock"):
-        if running := _holder(lock_path):
-            _terminate(running.pid, lambda path=lock_path: _holder(path) is None)
-            stopped += 1
+    for lock_path, running in _running_in(var_dir):
+        _terminate(running.pid, lambda path=lock_path: _holder(path) is None)
+        stopped += 1
     return stopped
 
 

@@ -66,7 +66,6 @@ def _module_page(request, device_id: str, module_id: str, revealed: dict | None 
             editor="form",
             inline=True,
             form_url=reverse("devices:module-twin-form", args=[device_id, module_id]),
-            detail_url=reverse("devices:module-detail", args=[device_id, module_id]),
         )
     return render(request, "devices/module_detail.html", context)
 

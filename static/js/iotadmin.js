@@ -24,4 +24,3 @@ document.addEventListener("click", async (event) => {
   button.textContent = (await copyText(source)) ? "Copied" : "Selected: press Ctrl+C";
   setTimeout(() => { button.textContent = label; }, 2000);
 });
-

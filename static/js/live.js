@@ -74,23 +74,22 @@
   const htmxBusy = (node) => node.matches(".htmx-request") || node.querySelector(".htmx-request");
   async function replaceFrom(id, url) {
     const current = document.getElementById(id);
-    if (!current || htmxBusy(current)) return false;
+    if (!current || htmxBusy(current)) return;
     let response;
     try {
       response = await fetch(url, { headers: { Accept: "text/html" } });
     } catch {
-      return false; // offline: the next change shows it again
+      return; // offline: the next change shows it again
     }
-    if (!response.ok) return false; // keep what is shown rather than an error page
+    if (!response.ok) return; // keep what is shown rather than an error page
     const page = new DOMParser().parseFromString(await response.text(), "text/html");
     const fresh = page.getElementById(id);
-    if (!fresh || document.getElementById(id) !== current || htmxBusy(current)) return false;
+    if (!fresh || document.getElementById(id) !== current || htmxBusy(current)) return;
     const open = [...current.querySelectorAll("details")].map((d) => d.open);
     fresh.querySelectorAll("details").forEach((d, i) => { if (i < open.length) d.open = open[i]; });
     const adopted = document.adoptNode(fresh);
     current.replaceWith(adopted);
     if (window.htmx) window.htmx.process(adopted);
-    return true;
   }
 
   // The twin view is asked for as of the newest event (?after=<its time>): the server reads
