@@ -160,13 +160,14 @@ def watch(running: list[Part]) -> None:
         time.sleep(0.5)
 
 
-def stop_page_simulators() -> None:
-    """Simulators started from module pages run in sessions of their own: stop them too."""
+def stop_simulators() -> None:
+    """Every simulator on this var dir: the demo one, and those started from module pages,
+    which run in sessions of their own."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iotadmin.settings")
     from devices import simulator_control
 
     if stopped := simulator_control.stop_all(Path(settings.VAR_DIR)):
-        print(f"Stopped {stopped} simulated module(s) started from the pages.")
+        print(f"Stopped {stopped} simulated module(s).")
 
 
 def check_ports() -> None:
@@ -206,8 +207,8 @@ def main() -> int:
         # A second Ctrl-C must not cut the stop short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        # Page simulators first, while the web app is there to show them stopping.
-        stop_page_simulators()
+        # Simulators first, while the web app is there to show them stopping.
+        stop_simulators()
         for part in reversed(running):
             part.stop()
     if reason in ("SIGINT", "SIGTERM"):
