@@ -1,10 +1,29 @@
-"""System checks that refuse a production start with development defaults."""
+"""System checks: the debug page stays on this machine, and production has no development
+parts (`manage.py check --deploy`)."""
 
 from django.conf import settings
 from django.core.checks import Error, register
 
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1"}
 
-@register(deploy=False)
+
+@register()
+def debug_only_on_loopback(app_configs, **kwargs):
+    """DEBUG's pages show this machine's settings and code: only for a server that answers
+    loopback names (a developer's `make run`), never for one others reach."""
+    public = set(settings.ALLOWED_HOSTS) - LOOPBACK_HOSTS
+    if settings.DEBUG and public:
+        return [
+            Error(
+                f"DEBUG is on while ALLOWED_HOSTS names {', '.join(sorted(public))}.",
+                hint="Unset DEBUG (it is off by default), or serve only localhost/127.0.0.1.",
+                id="iotadmin.E003",
+            )
+        ]
+    return []
+
+
+@register(deploy=True)
 def production_settings(app_configs, **kwargs):
     if settings.DEBUG:
         return []

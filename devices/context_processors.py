@@ -9,5 +9,7 @@ def hub(request):
         target = {"name": cfg.host_name, "local": cfg.local}
     except hub_client.HubNotConfigured:
         target = {"name": "no hub configured", "local": True}
-    role = access.role_of(request.user) if request.user.is_authenticated else None
+    # An error page for a request refused before authentication (a bad Host) has no user.
+    user = getattr(request, "user", None)
+    role = access.role_of(user) if user is not None and user.is_authenticated else None
     return {"hub_target": target, "role": role}

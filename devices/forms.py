@@ -8,6 +8,23 @@ import binascii
 
 from django import forms
 
+from localhub.identities import ID_PATTERN
+
+from .hub import connection_string_problem
+
+ID_HELP = "Up to 128 letters, digits or - . + % _ # * ? ! ( ) , = @ $ ' : (not dots only)."
+
+
+def check_id(kind: str, value: str) -> str:
+    """An id IoT Hub accepts and a connection string can carry (so not ';', which the hub
+    itself allows: devices could not connect with the strings the dashboard shows)."""
+    ids = (value, "") if kind == "device" else ("", value)
+    if problem := connection_string_problem(*ids):
+        raise forms.ValidationError(problem)
+    if not ID_PATTERN.fullmatch(value):
+        raise forms.ValidationError(f"Not a valid {kind} id. {ID_HELP}")
+    return value
+
 
 def check_key(value: str) -> str:
     """A symmetric key as IoT Hub accepts it: base64 of 16 to 64 bytes."""
@@ -60,20 +77,22 @@ class KeysForm(forms.Form):
 
 
 class DeviceCreateForm(KeysForm):
-    device_id = forms.CharField(
-        label="Device id",
-        max_length=128,
-        help_text="Up to 128 letters, digits or - . + % _ # * ? ! ( ) , = @ $ ' : ;",
-    )
+    device_id = forms.CharField(label="Device id", max_length=128, help_text=ID_HELP)
     status = forms.ChoiceField(
         choices=[("enabled", "Enabled"), ("disabled", "Disabled")], initial="enabled"
     )
     field_order = ["device_id", "status", "keys", "primary_key", "secondary_key"]
 
+    def clean_device_id(self):
+        return check_id("device", self.cleaned_data["device_id"])
+
 
 class ModuleCreateForm(KeysForm):
-    module_id = forms.CharField(label="Module id", max_length=128)
+    module_id = forms.CharField(label="Module id", max_length=128, help_text=ID_HELP)
     field_order = ["module_id", "keys", "primary_key", "secondary_key"]
+
+    def clean_module_id(self):
+        return check_id("module", self.cleaned_data["module_id"])
 
 
 class EtagForm(forms.Form):

@@ -18,8 +18,10 @@ from msrest.exceptions import ClientRequestError, HttpOperationError
 
 log = logging.getLogger(__name__)
 
-# An operator waits on these calls; fail fast rather than after msrest's 100 s default.
-REQUEST_TIMEOUT = 15
+# An operator waits on these calls; fail fast rather than after msrest's 100 s default. A
+# page that only reads gives up sooner than a write, whose outcome the operator must learn.
+READ_TIMEOUT = 5
+WRITE_TIMEOUT = 15
 QUERY_PAGE_SIZE = 1000
 
 
@@ -89,8 +91,10 @@ class HubConfig:
 
     @property
     def device_host_name(self) -> str:
-        """Devices dial 8883 whatever the service port is, so their strings carry no port."""
-        return self.host_name.split(":", 1)[0] if self.local else self.host_name
+        """Devices dial 8883 (or 443 over websockets) whatever the service port is, and the
+        device SDK takes HostName as a host name: their strings never carry a port, wherever
+        the hub is (a localhub elsewhere has ``HostName=host:8443`` in its service string)."""
+        return self.host_name.split(":", 1)[0]
 
 
 def config() -> HubConfig:
@@ -108,10 +112,10 @@ def config() -> HubConfig:
 
 
 @functools.cache
-def _registry(connection_string: str, ca_file: str | None) -> IoTHubRegistryManager:
+def _registry(connection_string: str, ca_file: str | None, timeout: int) -> IoTHubRegistryManager:
     manager = IoTHubRegistryManager.from_connection_string(connection_string)
     connection = manager.protocol.config.connection
-    connection.timeout = REQUEST_TIMEOUT
+    connection.timeout = timeout
     if ca_file:
         connection.verify = ca_file
     # msrest retries a failing GET for ~5 s; a page should say "hub down" at once.
@@ -119,9 +123,15 @@ def _registry(connection_string: str, ca_file: str | None) -> IoTHubRegistryMana
     return manager
 
 
-def registry() -> IoTHubRegistryManager:
+def registry(timeout: int = WRITE_TIMEOUT) -> IoTHubRegistryManager:
+    """The registry manager whose calls give up after ``timeout`` seconds (the SDK sets it
+    per client, so reads and writes each have their own)."""
     cfg = config()
-    return _registry(cfg.connection_string, cfg.ca_file)
+    return _registry(cfg.connection_string, cfg.ca_file, timeout)
+
+
+def reader() -> IoTHubRegistryManager:
+    return registry(READ_TIMEOUT)
 
 
 def _hub_message(error: HttpOperationError) -> str:
@@ -160,9 +170,19 @@ def _plain(model) -> dict:
     return model.serialize(keep_readonly=True) if model is not None else {}
 
 
+def _checked(what: str, doc: dict, device_id: str, module_id: str = "") -> dict:
+    """``doc`` if it is the identity asked for. An answer for another one (a proxy or hub
+    resolving the URL otherwise than we meant) must never be shown or acted on as this."""
+    if doc.get("deviceId") != device_id or (doc.get("moduleId") or "") != module_id:
+        got = "/".join(str(i) for i in (doc.get("deviceId"), doc.get("moduleId")) if i)
+        raise HubError(f"{what}: the hub answered for {got or 'no identity'}, so it was ignored.")
+    return doc
+
+
 # -- identities --------------------------------------------------------------------------
 def get_device(device_id: str) -> dict:
-    return _plain(call(f"Reading device {device_id}", registry().get_device, device_id))
+    what = f"Reading device {device_id}"
+    return _checked(what, _plain(call(what, reader().get_device, device_id)), device_id)
 
 
 def create_device(device_id: str, primary_key=None, secondary_key=None, status="enabled"):
@@ -175,7 +195,7 @@ def create_device(device_id: str, primary_key=None, secondary_key=None, status="
         secondary_key or None,
         status,
     )
-    return _plain(made)
+    return _checked(f"Creating device {device_id}", _plain(made), device_id)
 
 
 def update_device(device: dict, *, status=None, status_reason=None, primary_key=None,
@@ -198,7 +218,7 @@ def update_device(device: dict, *, status=None, status_reason=None, primary_key=
         device_scope=device.get("deviceScope"),
         parent_scopes=device.get("parentScopes"),
     )
-    return _plain(updated)
+    return _checked(f"Updating device {device['deviceId']}", _plain(updated), device["deviceId"])
 
 
 def delete_device(device_id: str, etag: str | None = None) -> None:
@@ -207,12 +227,16 @@ def delete_device(device_id: str, etag: str | None = None) -> None:
 
 def get_module(device_id: str, module_id: str) -> dict:
     what = f"Reading module {device_id}/{module_id}"
-    return _plain(call(what, registry().get_module, device_id, module_id))
+    doc = _plain(call(what, reader().get_module, device_id, module_id))
+    return _checked(what, doc, device_id, module_id)
 
 
 def get_modules(device_id: str) -> list[dict]:
-    modules = call(f"Listing modules of {device_id}", registry().get_modules, device_id)
-    return [_plain(m) for m in modules]
+    what = f"Listing modules of {device_id}"
+    modules = [_plain(m) for m in call(what, reader().get_modules, device_id)]
+    for module in modules:
+        _checked(what, module, device_id, module.get("moduleId") or "")
+    return modules
 
 
 def create_module(device_id: str, module_id: str, primary_key=None, secondary_key=None):
@@ -226,14 +250,15 @@ def create_module(device_id: str, module_id: str, primary_key=None, secondary_ke
         primary_key or None,
         secondary_key or None,
     )
-    return _plain(made)
+    return _checked(f"Creating module {device_id}/{module_id}", _plain(made), device_id, module_id)
 
 
 def update_module_keys(module: dict, *, primary_key=None, secondary_key=None) -> dict:
     keys = module["authentication"]["symmetricKey"]
     rm = registry()
+    what = f"Updating module {module['deviceId']}/{module['moduleId']}"
     updated = call(
-        f"Updating module {module['deviceId']}/{module['moduleId']}",
+        what,
         rm.update_module_with_sas,
         module["deviceId"],
         module["moduleId"],
@@ -242,7 +267,7 @@ def update_module_keys(module: dict, *, primary_key=None, secondary_key=None) ->
         keys["primaryKey"] if primary_key is None else primary_key,
         keys["secondaryKey"] if secondary_key is None else secondary_key,
     )
-    return _plain(updated)
+    return _checked(what, _plain(updated), module["deviceId"], module["moduleId"])
 
 
 def delete_module(device_id: str, module_id: str, etag: str | None = None) -> None:
@@ -252,11 +277,14 @@ def delete_module(device_id: str, module_id: str, etag: str | None = None) -> No
 
 # -- twins ---------------------------------------------------------------------------------
 def get_twin(device_id: str, module_id: str = "") -> dict:
-    rm = registry()
+    rm = reader()
     if module_id:
         what = f"Reading the twin of {device_id}/{module_id}"
-        return _plain(call(what, rm.get_module_twin, device_id, module_id))
-    return _plain(call(f"Reading the twin of {device_id}", rm.get_twin, device_id))
+        doc = _plain(call(what, rm.get_module_twin, device_id, module_id))
+    else:
+        what = f"Reading the twin of {device_id}"
+        doc = _plain(call(what, rm.get_twin, device_id))
+    return _checked(what, doc, device_id, module_id)
 
 
 def write_twin(device_id: str, module_id: str, etag: str, *, tags=None, desired=None,
@@ -274,23 +302,26 @@ def write_twin(device_id: str, module_id: str, etag: str, *, tags=None, desired=
     what = f"{verb} the twin of {label}"
     if module_id:
         fn = rm.replace_module_twin if replace else rm.update_module_twin
-        return _plain(call(what, fn, device_id, module_id, patch, etag))
-    fn = rm.replace_twin if replace else rm.update_twin
-    return _plain(call(what, fn, device_id, patch, etag))
+        doc = _plain(call(what, fn, device_id, module_id, patch, etag))
+    else:
+        fn = rm.replace_twin if replace else rm.update_twin
+        doc = _plain(call(what, fn, device_id, patch, etag))
+    return _checked(what, doc, device_id, module_id)
 
 
 # -- queries and statistics ---------------------------------------------------------------
-def query_page(text: str, continuation: str | None = None, page_size: int = QUERY_PAGE_SIZE):
+def query_page(text: str, continuation: str | None = None, page_size: int = QUERY_PAGE_SIZE,
+               timeout: int = READ_TIMEOUT):  # fmt: skip
     """One page of an IoT Hub query: (items as the hub's JSON, continuation token or None)."""
-    return call("Running the query", _query, text, continuation, page_size)
+    return call("Running the query", _query, text, continuation, page_size, timeout)
 
 
-def _query(text: str, continuation: str | None, page_size: int):
+def _query(text: str, continuation: str | None, page_size: int, timeout: int):
     """POST /devices/query through the SDK's own client (auth, TLS, timeout), keeping the
     hub's JSON. The SDK's query_iot_hub would make every item a Twin model, which drops
     what a projection selects (``SELECT tags.location``), and its model round trip costs
     15 times the request itself: a sync of 60,000 twins would take minutes."""
-    protocol = registry().protocol
+    protocol = registry(timeout).protocol
     headers = {
         "Accept": "application/json",
         "Content-Type": "application/json; charset=utf-8",
@@ -307,22 +338,34 @@ def _query(text: str, continuation: str | None, page_size: int):
 
 
 def query_all(text: str, page_size: int = QUERY_PAGE_SIZE):
-    """Every result of a query, page after page (yields lists, one per page)."""
+    """Every result of a query, page after page (yields lists, one per page). A sync asks
+    for pages of a thousand twins: each may take longer than a page's read."""
     token = None
     while True:
-        items, token = query_page(text, token, page_size)
+        items, token = query_page(text, token, page_size, WRITE_TIMEOUT)
         yield items
         if not token:
             return
 
 
-def registry_statistics() -> dict:
-    stats = call("Reading registry statistics", registry().get_device_registry_statistics)
-    return _plain(stats)
-
-
 # -- connection strings --------------------------------------------------------------------
+def connection_string_problem(device_id: str, module_id: str = "") -> str:
+    """Why no connection string can name this identity, or "". IoT Hub allows ';' in ids,
+    but a connection string is ';'-separated: the SDKs would read a field cut in two."""
+    for kind, value in (("device", device_id), ("module", module_id)):
+        if ";" in value:
+            return (
+                f"The {kind} id {value!r} holds ';', which separates a connection string's "
+                "fields, so no connection string can name it: give the device its id, the "
+                "hub's host name and its key (or a SAS token) separately."
+            )
+    return ""
+
+
 def device_connection_string(device_id: str, key: str, module_id: str = "") -> str:
     """In the order the Azure portal shows them: ModuleId before the key."""
+    problem = connection_string_problem(device_id, module_id)
+    if problem:
+        raise BadRequest(problem)
     who = f"DeviceId={device_id};ModuleId={module_id}" if module_id else f"DeviceId={device_id}"
     return f"HostName={config().device_host_name};{who};SharedAccessKey={key}"

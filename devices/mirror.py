@@ -49,6 +49,19 @@ def save_module(identity: dict, twin: dict | None = None) -> Module:
     return module
 
 
+def as_row(identity: dict, twin: dict | None = None) -> Device | Module:
+    """An identity just read from the hub, shaped as a mirror row for a page, not saved:
+    opening a page never writes the mirror (a viewer could otherwise add devices to it)."""
+    if identity.get("moduleId"):
+        row = Module(module_id=identity["moduleId"])
+    else:
+        row = Device(device_id=identity["deviceId"])
+    row.apply_identity(identity)
+    if twin is not None:
+        row.apply_twin(twin, timezone.now())
+    return row
+
+
 def save_twin(device_id: str, module_id: str, twin: dict):
     """Store a twin the hub answered with; the hub is asked for the identity only when the
     mirror lacks the row."""

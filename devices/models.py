@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils.dateparse import parse_datetime
 
+from devices.converters import identity_url
 from devices.events import EVENT_KEYS
 
 NEVER = "0001-01-01T00:00:00Z"
@@ -102,6 +103,10 @@ class Device(Identity):
 
     def __str__(self) -> str:
         return self.device_id
+
+    @property
+    def page_url(self) -> str:
+        return identity_url(self.device_id)
 
     def apply_identity(self, doc: dict) -> None:
         super().apply_identity(doc)

@@ -190,7 +190,9 @@ def _spawn(device_id: str, module_id: str, events_url: str, log_path: Path) -> R
     argv = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "simulate_module"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [*argv, device_id, module_id, "--events-url", events_url],
+            # Ids after "--": an id such as "--settings=x" is an argument, never an option
+            # (Django's own option parsing would import that module).
+            [*argv, "--events-url", events_url, "--", device_id, module_id],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -8,6 +8,7 @@ exactly what they changed, guarded by If-Match.
 import contextlib
 import json
 import math
+import re
 
 from django import forms
 
@@ -18,8 +19,30 @@ from . import twins
 PATCH, REPLACE = "patch", "replace"
 
 
+# Far deeper than any twin (IoT Hub allows 10 levels), shallow enough for every recursive
+# walk after parsing (rules, merge, diff): a hidden field posted 800 levels deep would
+# otherwise raise RecursionError there, after seconds of work.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def nesting_depth(text: str) -> int:
+    """How deeply ``text``'s arrays and objects nest, counted without parsing (strings
+    skipped), so a hostile document costs one linear scan."""
+    depth = deepest = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def parse_json(text: str):
     """JSON text to a value; errors name the line and column, as an editor would."""
+    if nesting_depth(text) > MAX_JSON_DEPTH:
+        raise forms.ValidationError(
+            f"Not valid JSON for a twin: nested deeper than {MAX_JSON_DEPTH} levels.", code="json"
+        )
     try:
         return json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as e:
@@ -272,6 +295,21 @@ class BaseDesiredRows(forms.BaseFormSet):
     def __init__(self, *args, base=None, **kwargs):
         self.base = base or {}
         super().__init__(*args, form_kwargs={"base": self.base}, **kwargs)
+
+    def total_form_count(self) -> int:
+        """As many rows as were posted, plus the one "Add a row" asks for: a 150-byte post
+        claiming rows-TOTAL_FORMS=999999999 must not render thousands of empty rows."""
+        total = super().total_form_count()
+        if not self.is_bound:
+            return total
+        prefix = f"{self.prefix}-"
+        indexes = [
+            int(index)
+            for name in self.data
+            if name.startswith(prefix)
+            and (index := name[len(prefix) :].partition("-")[0]).isdigit()
+        ]
+        return min(total, max(indexes, default=-1) + 2)
 
     def clean(self):
         """The patch: changed and new keys with their values, removed keys as null."""

@@ -4,8 +4,9 @@ Migrates, makes sure an admin exists, starts localhub (unless IOTHUB_CONNECTION_
 another hub) and, once the hub is up, the web app at http://127.0.0.1:8000 (IOTADMIN_PORT)
 and a simulated module (myFirstDevice/myFirstModule on localhub, created if missing), whose
 events the module page shows live; prints the URL and the login, and stops everything on
-Ctrl-C or SIGTERM, simulators started from pages included. If the hub or the web app exits,
-the others are stopped and the exit is reported.
+Ctrl-C or SIGTERM, simulators started from pages included. If localhub exits it is started
+again while the web app stays up (its pages say the hub is unreachable meanwhile); if the web
+app exits, the others are stopped and the exit is reported.
 
 Each part is a child process in its own process group: a signal reaches this process only,
 which stops the children in order, so nothing is left behind and nothing is stopped twice.
@@ -29,6 +30,7 @@ HUB_HOST, HUB_PORT = settings.LOCALHUB_HOST, 8443
 DEMO_DEVICE, DEMO_MODULE = "myFirstDevice", "myFirstModule"
 STARTUP_TIMEOUT = 60
 STOP_TIMEOUT = 10
+RESTART_DELAY = 2
 
 
 def port_open(host: str, port: int) -> bool:
@@ -47,10 +49,13 @@ class Part:
     argv: list[str]
     ready: Callable[[], bool]
     essential: bool = True  # when it exits, everything stops
+    restarts: bool = False  # when it exits, it is started again and the rest goes on
     process: subprocess.Popen | None = field(default=None, repr=False)
+    last_start: float = field(default=0.0, repr=False)
 
     def start(self) -> None:
         print(f"$ python {' '.join(self.argv[1:])}", flush=True)
+        self.last_start = time.monotonic()
         self.process = subprocess.Popen(self.argv, cwd=REPO, start_new_session=True)
 
     def exited(self) -> int | None:
@@ -112,6 +117,9 @@ def parts() -> list[Part]:
                     and connection_string.stat().st_mtime >= started - 1
                     and port_open(HUB_HOST, HUB_PORT)
                 ),
+                # The pages say the hub is unreachable meanwhile; the web app stays up.
+                essential=False,
+                restarts=True,
             )
         )
     found.append(
@@ -154,6 +162,13 @@ def watch(running: list[Part]) -> None:
             if (code := part.exited()) is not None:
                 if part.essential:
                     raise Stop(f"{part.name} exited with code {code}")
+                if part.restarts:
+                    # At most one start every RESTART_DELAY: a hub that cannot start (its
+                    # port taken, its data dir unreadable) must not spin.
+                    if time.monotonic() - part.last_start >= RESTART_DELAY:
+                        print(f"{part.name} exited with code {code}; restarting it.", flush=True)
+                        part.start()
+                    continue
                 if part.name not in reported:
                     reported.add(part.name)
                     print(f"{part.name} exited with code {code}; the rest goes on.", flush=True)
@@ -183,6 +198,11 @@ def check_ports() -> None:
 
 
 def main() -> int:
+    # A development server on 127.0.0.1: the debug page, for loopback clients only and
+    # scrubbed of secrets (iotadmin/error_reports.py). DEBUG=False here is honoured.
+    os.environ.setdefault("DEBUG", "true")
+    # Whatever the parts create (keys, databases, logs) is this user's only.
+    os.umask(0o077)
     signal.signal(signal.SIGINT, _stop_on_signal)
     signal.signal(signal.SIGTERM, _stop_on_signal)
     running: list[Part] = []

@@ -23,17 +23,38 @@ def envbool(name: str, default: bool) -> bool:
     return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def private_dir(path: Path) -> Path:
+    """A directory only this user can enter (0700), made so or tightened if it exists."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def private_file(path: Path, flags: int = os.O_WRONLY | os.O_CREAT) -> int:
+    """An fd on ``path``, created 0600: never readable by others, not even for a moment
+    between a write and a chmod. An existing file is tightened too."""
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
 def _development_secret_key() -> str:
     """Generated once and kept under var/, so sessions survive restarts."""
     path = VAR_DIR / "secret-key"
-    if not path.exists():
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+    private_dir(VAR_DIR)
+    try:
+        fd = private_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(50))
     return path.read_text().strip()
 
 
-DEBUG = envbool("DEBUG", True)
+# Off unless asked for: the debug page shows settings and local variables. `make run` asks
+# (its server binds 127.0.0.1); even then only loopback clients see it, scrubbed of secrets
+# (iotadmin/error_reports.py).
+DEBUG = envbool("DEBUG", False)
 SECRET_KEY = env("SECRET_KEY") or _development_secret_key()
 SECRET_KEY_IS_DEFAULT = not env("SECRET_KEY")
 ALLOWED_HOSTS = [h.strip() for h in env("ALLOWED_HOSTS", "localhost,127.0.0.1").split(",")]
@@ -99,6 +120,23 @@ DATABASES = {
         env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'iotadmin.sqlite3'}"), conn_max_age=60
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    _sqlite = Path(DATABASES["default"]["NAME"])
+    if _sqlite.parent == VAR_DIR:
+        private_dir(VAR_DIR)
+    if _sqlite.parent.is_dir() and str(_sqlite) != ":memory:":
+        # Sessions live here: 0600 before SQLite first opens it (its -wal and -shm files
+        # take the database's mode).
+        os.close(private_file(_sqlite))
+    DATABASES["default"]["OPTIONS"] = {
+        # Readers never wait for a writer in WAL mode, and a writer waits its turn for up to
+        # 20 s instead of failing at once with "database is locked".
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "timeout": 20,
+        # Take the write lock at BEGIN: a read-then-write transaction cannot deadlock on an
+        # upgrade (SQLite would answer "database is locked" without waiting).
+        "transaction_mode": "IMMEDIATE",
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL")
@@ -131,10 +169,15 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-# collectstatic fills it for production; in development the finders serve static/ directly
-# (and WhiteNoise would only warn about a folder nobody has made).
-STATIC_ROOT = None if DEBUG else VAR_DIR / "static"
-WHITENOISE_USE_FINDERS = DEBUG
+# collectstatic fills it for production; until it has (a checkout, `make run`) the finders
+# serve static/ directly. Made empty so WhiteNoise has no missing folder to warn about.
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+WHITENOISE_USE_FINDERS = True
+
+# Error pages and reports never show a secret (iotadmin/error_reports.py).
+DEFAULT_EXCEPTION_REPORTER = "iotadmin.error_reports.LocalOnlyReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "iotadmin.error_reports.SecretsFilter"
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool("SECURE_COOKIES", not DEBUG)

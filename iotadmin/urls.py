@@ -8,3 +8,5 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("devices.urls")),
 ]
+
+handler404 = "iotadmin.error_pages.not_found"

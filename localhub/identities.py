@@ -10,8 +10,10 @@ from . import twin
 from .errors import bad_request
 
 # IoT Hub identity rules: up to 128 ASCII characters from this set (the REST reference
-# also allows ':' and ';').
-ID_PATTERN = re.compile(r"[A-Za-z0-9\-.+%_#*?!(),=@$':;]{1,128}")
+# also allows ':' and ';'). An id of dots only cannot be addressed: URL clients (urllib3,
+# browsers) collapse "." and ".." path segments, so "devices/D/modules/.." reaches device D.
+ID_CHARS = r"A-Za-z0-9\-.+%_#*?!(),=@$':;"
+ID_PATTERN = re.compile(rf"(?!\.+$)[{ID_CHARS}]{{1,128}}")
 MAX_MODULES_PER_DEVICE = 50
 MAX_STATUS_REASON = 128
 
@@ -20,7 +22,7 @@ def check_id(kind: str, value) -> str:
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise bad_request(
             f"{kind} {value!r} is invalid: use 1 to 128 ASCII letters, digits or "
-            "- . + % _ # * ? ! ( ) , = @ $ ' : ;"
+            "- . + % _ # * ? ! ( ) , = @ $ ' : ; (not dots only)"
         )
     return value
 

@@ -8,6 +8,7 @@ from .. import hub
 
 # The status a page answers with when the hub refuses or fails.
 PAGE_STATUS = {
+    hub.BadRequest: 400,
     hub.NotFound: 404,
     hub.HubUnavailable: 503,
     hub.HubNotConfigured: 503,

@@ -11,6 +11,7 @@ from django.views.decorators.vary import vary_on_headers
 
 from .. import hub
 from ..access import requires
+from ..converters import identity_url
 from ..models import Device, Module
 
 PAGE_SIZE = 50
@@ -54,23 +55,40 @@ def full_query(text: str) -> str:
     return f"SELECT * FROM devices WHERE {text}"
 
 
-def hub_row(item: dict) -> dict:
+def hub_row(item) -> dict:
     """A query result for the table: links for ids; a twin shows its tags and versions,
-    a projection (``SELECT deviceId, tags.location``) the values it selected."""
+    a projection (``SELECT deviceId, tags.location``) the values it selected, whatever their
+    type (``SELECT deviceId AS properties`` makes "properties" a string)."""
+    if not isinstance(item, dict):
+        item = {"value": item}
     properties = item.get("properties")
-    if properties is not None:
+    twin = isinstance(properties, dict)
+    device_id, module_id = item.get("deviceId"), item.get("moduleId")
+    ids = {"deviceId": device_id, "moduleId": module_id}
+    if twin:
         data = item.get("tags") or {}
     else:
-        data = {k: v for k, v in item.items() if k not in ("deviceId", "moduleId")}
+        data = {k: v for k, v in item.items() if k not in ids or not isinstance(v, str)}
+    section = (properties or {}) if twin else {}
+
+    def version(name):
+        value = section.get(name)
+        return value.get("$version") if isinstance(value, dict) else None
+
+    def text(value):
+        return value if isinstance(value, str) else None
+
     return {
-        "device_id": item.get("deviceId"),
-        "module_id": item.get("moduleId"),
-        "status": item.get("status"),
-        "connection_state": item.get("connectionState"),
-        "desired_version": ((properties or {}).get("desired") or {}).get("$version"),
-        "reported_version": ((properties or {}).get("reported") or {}).get("$version"),
+        "device_id": text(device_id),
+        "module_id": text(module_id),
+        "device_url": identity_url(device_id),
+        "module_url": identity_url(device_id, module_id) if module_id else "",
+        "status": text(item.get("status")),
+        "connection_state": text(item.get("connectionState")),
+        "desired_version": version("desired"),
+        "reported_version": version("reported"),
         "data": json.dumps(data, sort_keys=True) if data else "",
-        "twin": properties is not None,
+        "twin": twin,
     }
 
 

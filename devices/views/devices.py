@@ -60,6 +60,8 @@ def connection_strings(request, identity: dict, revealed: dict | None = None) ->
     """Both connection strings, masked unless in ``revealed``; reveal URLs only for those
     allowed to see keys."""
     device_id, module_id = identity["deviceId"], identity.get("moduleId") or ""
+    if problem := hub.connection_string_problem(device_id, module_id):
+        return [{"which": "none", "problem": problem}]
     masked = hub.device_connection_string(device_id, MASK, module_id)
     can_reveal = request.user.has_perm(REVEAL_KEYS)
     strings = []
@@ -126,7 +128,7 @@ def _device_page(request, device_id: str, revealed: dict | None = None):
     identity = hub.get_device(device_id)
     modules = hub.get_modules(device_id)
     twin, twin_error = read_twin(device_id)
-    row = mirror.save_device(identity, twin)
+    row = mirror.as_row(identity, twin)
     status = "disabled" if identity["status"] == "enabled" else "enabled"
     context = {
         "device": identity,

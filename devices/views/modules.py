@@ -41,7 +41,7 @@ SHARED_READ = 10  # seconds an event's twin read serves the pages refreshing aft
 def _module_page(request, device_id: str, module_id: str, revealed: dict | None = None):
     identity = hub.get_module(device_id, module_id)
     twin, twin_error = read_twin(device_id, module_id)
-    row = mirror.save_module(identity, twin)
+    row = mirror.as_row(identity, twin)
     can_edit_twin = request.user.has_perm(EDIT_TWIN)
     context = {
         "module": identity,

@@ -5,7 +5,7 @@ import pytest
 from pages import etag_on, messages_of, text, url
 from support import create_identities, new_key, primary_key
 
-from devices.models import AuditEntry, Device
+from devices.models import AuditEntry, Device, Module
 
 pytestmark = pytest.mark.django_db
 
@@ -44,14 +44,16 @@ def test_viewer_sees_identity_and_modules_but_no_key_material(client_as, viewer,
     assert "Regenerate" not in page and url("device-delete", sensor) not in page
 
 
-def test_the_page_refreshes_the_mirror_from_the_hub(client_as, viewer, sensor, registry):
+def test_the_page_shows_the_hub_and_never_writes_the_mirror(client_as, viewer, sensor, registry):
+    """A viewer may not sync: opening a page must not add a device to the mirror either."""
     registry.update_device_with_sas(sensor, "*", None, None, "disabled", status_reason="broken")
 
-    client_as(viewer).get(url("device-detail", sensor))
+    page = text(client_as(viewer).get(url("device-detail", sensor)))
+    client_as(viewer).get(url("module-detail", sensor, "thermo"))
 
-    row = Device.objects.get(device_id=sensor)
-    assert (row.status, row.status_reason) == ("disabled", "broken")
-    assert row.etag == registry.get_device(sensor).etag
+    assert "disabled: broken" in page
+    assert not Device.objects.exists()
+    assert not Module.objects.exists()
 
 
 def test_operator_gets_reveal_buttons_but_no_admin_actions(client_as, operator, sensor, registry):
@@ -254,16 +256,27 @@ def test_creating_an_existing_device_says_so_links_it_and_keeps_the_form(
     assert not AuditEntry.objects.exists()
 
 
-def test_an_invalid_id_shows_the_hubs_message_by_the_field(client_as, admin, dashboard_hub):
+@pytest.mark.parametrize(
+    "device_id, why",
+    [
+        ("has space", "Not a valid device id"),
+        ("..", "Not a valid device id"),
+        ("a;b", "holds ';', which separates a connection string's fields"),
+    ],
+)
+def test_an_id_the_hub_or_a_connection_string_refuses_is_flagged_by_the_field(
+    client_as, admin, registry, device_id, why
+):
     response = client_as(admin).post(
-        url("device-create"), {"device_id": "has space", "status": "enabled", "keys": "generated"}
+        url("device-create"), {"device_id": device_id, "status": "enabled", "keys": "generated"}
     )
 
     page = text(response)
     assert response.status_code == 400
-    assert "'has space' is invalid" in page
-    assert page.index("'has space' is invalid") > page.index('name="device_id"')
-    assert 'value="has space"' in page
+    assert why in page
+    assert page.index(why) > page.index('name="device_id"')
+    assert f'value="{device_id}"' in page
+    assert registry.get_devices() == []
 
 
 def test_creating_while_the_hub_is_down_keeps_the_form(client_as, admin, dashboard_hub):

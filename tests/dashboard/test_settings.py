@@ -33,16 +33,16 @@ def run(args: list[str], tmp_path, **env) -> subprocess.CompletedProcess:
     )
 
 
-def check(tmp_path, **env) -> subprocess.CompletedProcess:
-    return run(["manage.py", "check"], tmp_path, **env)
+def check(tmp_path, *options, **env) -> subprocess.CompletedProcess:
+    return run(["manage.py", "check", *options], tmp_path, **env)
 
 
 def settings_in(tmp_path, **env) -> dict:
     """The database and channel layer settings a process with this environment gets."""
     code = (
         "import json; from iotadmin import settings as s; "
-        "print(json.dumps({'db': s.DATABASES['default'], 'layer': s.CHANNEL_LAYERS['default']},"
-        " default=str))"
+        "print(json.dumps({'db': s.DATABASES['default'], 'layer': s.CHANNEL_LAYERS['default'],"
+        " 'debug': s.DEBUG}, default=str))"
     )
     done = run(["-c", code], tmp_path, **env)
     assert done.returncode == 0, done.stderr
@@ -57,19 +57,39 @@ def settings_in(tmp_path, **env) -> dict:
     ],
     ids=["without-secret-key", "with-the-in-memory-channel-layer"],
 )
-def test_production_with_a_development_part_fails_the_check(tmp_path, env, refused, hint):
-    done = check(tmp_path, DEBUG="False", **env)
+def test_production_with_a_development_part_fails_the_deploy_check(tmp_path, env, refused, hint):
+    done = check(tmp_path, "--deploy", DEBUG="False", **env)
 
     assert done.returncode != 0
     assert re.findall(r"iotadmin\.E\d+", done.stderr) == [refused]
     assert hint in done.stderr
 
 
-def test_production_with_secret_key_and_redis_passes_the_check(tmp_path):
-    done = check(tmp_path, DEBUG="False", SECRET_KEY="x" * 50, REDIS_URL="redis://127.0.0.1/0")
+def test_production_with_secret_key_and_redis_passes_the_deploy_check(tmp_path):
+    done = check(
+        tmp_path, "--deploy", DEBUG="False", SECRET_KEY="x" * 50, REDIS_URL="redis://127.0.0.1/0"
+    )
 
     assert done.returncode == 0, done.stderr
+    assert not re.findall(r"iotadmin\.E\d+", done.stderr + done.stdout)
+
+
+def test_the_defaults_pass_the_check_with_debug_off(tmp_path):
+    got = settings_in(tmp_path, DEBUG="")  # as a bare `daphne iotadmin.asgi:application`
+    done = check(tmp_path)
+
+    assert got["debug"] is False
+    assert done.returncode == 0, done.stderr
     assert "no issues" in done.stdout
+
+
+def test_debug_for_hosts_other_than_loopback_fails_the_check(tmp_path):
+    done = check(tmp_path, DEBUG="True", ALLOWED_HOSTS="localhost,iotadmin.example.com")
+
+    assert done.returncode != 0
+    assert re.findall(r"iotadmin\.E\d+", done.stderr) == ["iotadmin.E003"]
+    assert "iotadmin.example.com" in done.stderr
+    assert check(tmp_path, DEBUG="True", ALLOWED_HOSTS="localhost,127.0.0.1").returncode == 0
 
 
 def test_the_defaults_are_sqlite_under_var_and_the_in_memory_layer(tmp_path):
