@@ -10,8 +10,11 @@ from pathlib import Path
 
 import dj_database_url
 
+from iotadmin.private_files import private_dir, private_file
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("IOTADMIN_VAR_DIR", BASE_DIR / "var"))
+# The app's own files (keys, the SQLite database, logs): this user's only.
+VAR_DIR = private_dir(Path(os.environ.get("IOTADMIN_VAR_DIR", BASE_DIR / "var")))
 
 
 def env(name: str, default: str = "") -> str:
@@ -23,25 +26,9 @@ def envbool(name: str, default: bool) -> bool:
     return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def private_dir(path: Path) -> Path:
-    """A directory only this user can enter (0700), made so or tightened if it exists."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)
-    return path
-
-
-def private_file(path: Path, flags: int = os.O_WRONLY | os.O_CREAT) -> int:
-    """An fd on ``path``, created 0600: never readable by others, not even for a moment
-    between a write and a chmod. An existing file is tightened too."""
-    fd = os.open(path, flags, 0o600)
-    os.fchmod(fd, 0o600)
-    return fd
-
-
 def _development_secret_key() -> str:
     """Generated once and kept under var/, so sessions survive restarts."""
     path = VAR_DIR / "secret-key"
-    private_dir(VAR_DIR)
     try:
         fd = private_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     except FileExistsError:
@@ -122,8 +109,6 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     _sqlite = Path(DATABASES["default"]["NAME"])
-    if _sqlite.parent == VAR_DIR:
-        private_dir(VAR_DIR)
     if _sqlite.parent.is_dir() and str(_sqlite) != ":memory:":
         # Sessions live here: 0600 before SQLite first opens it (its -wal and -shm files
         # take the database's mode).
@@ -171,8 +156,7 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # collectstatic fills it for production; until it has (a checkout, `make run`) the finders
 # serve static/ directly. Made empty so WhiteNoise has no missing folder to warn about.
-STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STATIC_ROOT = private_dir(VAR_DIR / "static")
 WHITENOISE_USE_FINDERS = True
 
 # Error pages and reports never show a secret (iotadmin/error_reports.py).

@@ -17,7 +17,7 @@ import pytest
 import requests
 from browser_support import free_port
 from conftest import _free_loopback_address
-from support import REPO, Lines, desired, registry_manager_for
+from support import REPO, Lines, desired, registry_manager_for, wait_for
 
 from devices import simulator_control
 
@@ -118,3 +118,39 @@ def test_make_run_starts_everything_shows_live_events_and_stops_it_all(stack):
     with pytest.raises(requests.ConnectionError):
         requests.get(base_url, timeout=2)
     assert simulator_control.running_count(var_dir) == 0
+
+
+def test_make_run_keeps_its_files_private_and_restarts_a_hub_that_dies(stack):
+    process, lines, base_url, var_dir = stack
+    lines.wait_for("iotadmin is running at", timeout=STARTUP_TIMEOUT)
+    lines.wait_for('{"type": "module.connected"', timeout=30)
+
+    everything = [var_dir, *var_dir.rglob("*")]
+    assert len(everything) > 10  # keys, databases, the hub's certificates, logs
+    for path in everything:
+        expected = 0o700 if path.is_dir() else 0o600
+        assert path.stat().st_mode & 0o777 == expected, path
+
+    hub_pid = int(
+        subprocess.run(
+            ["pgrep", "-f", f"localhub --data-dir {var_dir / 'localhub'}"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()[0]
+    )
+    os.kill(hub_pid, signal.SIGKILL)
+    lines.wait_for("localhub exited with code -9; restarting it.", timeout=30)
+    registry = registry_manager_for(var_dir / "localhub")
+    wait_for(lambda: _answers(registry), timeout=30)
+
+    assert process.poll() is None  # the web app and the rest stayed up
+    assert requests.get(f"{base_url}/login/", timeout=10).status_code == 200
+    assert registry.get_device(DEVICE).device_id == DEVICE
+
+
+def _answers(registry) -> bool:
+    try:
+        registry.get_device_registry_statistics()
+    except Exception:
+        return False
+    return True

@@ -3,6 +3,7 @@
 Settings are read once at import, so each case runs in a fresh process with its own env.
 """
 
+import ast
 import json
 import os
 import re
@@ -125,3 +126,45 @@ def test_env_example_lists_every_variable_the_settings_read():
     read = set(re.findall(r"""(?:env|envbool|environ\.get)\(\s*["']([A-Z_]+)["']""", source))
 
     assert read == set(VARIABLES)
+
+
+def django_code(tmp_path, code: str, **env) -> subprocess.CompletedProcess:
+    return run(["-c", f"import django; django.setup(); {code}"], tmp_path, **env)
+
+
+def test_the_var_dir_and_its_secrets_are_private_from_creation(tmp_path):
+    """Under the usual umask (022) too: the key and the sessions' database are 0600 from the
+    start, and SQLite's -wal/-shm files take the database's mode (listed while a connection
+    holds them open: the last one to close removes them)."""
+    var = tmp_path / "var"
+    listing = (
+        "from django.db import connection; from pathlib import Path; "
+        "from django.contrib.sessions.backends.db import SessionStore; SessionStore().save(); "
+        "print({p.name: oct(p.stat().st_mode & 0o777) for p in Path(connection.settings_dict"
+        "['NAME']).parent.iterdir() if p.is_file()})"
+    )
+    old = os.umask(0o022)
+    try:
+        done = run(["manage.py", "migrate", "--no-input"], tmp_path, IOTADMIN_VAR_DIR=str(var))
+        assert done.returncode == 0, done.stderr
+        done = django_code(tmp_path, listing, IOTADMIN_VAR_DIR=str(var))
+        assert done.returncode == 0, done.stderr
+    finally:
+        os.umask(old)
+
+    modes = ast.literal_eval(done.stdout)
+    assert var.stat().st_mode & 0o777 == 0o700
+    assert {"secret-key", "iotadmin.sqlite3", "iotadmin.sqlite3-wal"} <= set(modes)
+    assert set(modes.values()) == {"0o600"}, modes
+
+
+def test_the_dashboard_database_uses_wal_and_waits_for_a_busy_writer(tmp_path):
+    code = (
+        "from django.db import connection as c; c.ensure_connection(); "
+        "print(c.cursor().execute('PRAGMA journal_mode').fetchone()[0], "
+        "c.cursor().execute('PRAGMA busy_timeout').fetchone()[0])"
+    )
+    done = django_code(tmp_path, code)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["wal", "20000"]

@@ -126,3 +126,16 @@ def test_no_more_than_max_running_simulators(dashboard_hub, registry, var_dir, m
     with pytest.raises(ControlError, match="1 simulators already run on this server"):
         simulator_control.start("d", "m2", events_url="")
     assert simulator_control.status("d", "m2") is None
+
+
+def test_the_simulators_dir_and_logs_are_private(dashboard_hub, registry, var_dir):
+    create_identities(registry, "d", "m")
+    old = os.umask(0o022)
+    try:
+        running = simulator_control.start("d", "m", events_url="")
+    finally:
+        os.umask(old)
+
+    assert running.log_path.parent.stat().st_mode & 0o777 == 0o700
+    for path in running.log_path.parent.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o600, path

@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from devices.access import ADMIN
+from iotadmin.private_files import private_dir, private_file
 
 
 @dataclass
@@ -33,11 +34,9 @@ def password_file() -> Path:
 
 
 def _write_secret(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
+    private_dir(path.parent)
+    with os.fdopen(private_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w") as f:
         f.write(text + "\n")
-    path.chmod(0o600)  # in case the file existed with a wider mode
 
 
 def ensure_admin(username: str = "admin") -> AdminLogin:
