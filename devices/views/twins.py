@@ -6,6 +6,8 @@ The module page also holds the desired form inline and posts it with htmx: those
 are answered with the form's card alone.
 """
 
+import time
+
 from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -18,8 +20,10 @@ from ..twin_forms import DesiredForm, TwinJsonForm
 from .common import PAGE_STATUS, handles_hub_errors
 from .devices import with_audit_log
 
-# Writes tried when only what the edit is not based on changed (see _conflict).
-WRITE_ATTEMPTS = 3
+# How long an edit keeps being written again while only what it is not based on changes
+# (a device reporting moves the etag): a module reporting every 20 ms must not turn an
+# operator's edit into a conflict, and a twin that keeps changing must not hold a worker.
+RETRY_SECONDS = 10
 
 
 @access.requires(access.EDIT_TWIN)
@@ -54,14 +58,28 @@ def twin_form(request, device_id, module_id=""):
     return _editor(request, DesiredForm(twin=twin), device_id, module_id, "form", twin)
 
 
-def _write(request, form, device_id, module_id, editor, etag=None, attempt=1):
-    try:
-        answer = hub.write_twin(device_id, module_id, etag or form.etag, **form.write_args())
-    except hub.PreconditionFailed:
-        return _conflict(request, form, device_id, module_id, editor, attempt)
-    except hub.HubError as error:
-        form.add_error(None, error.message)
-        return _editor(request, form, device_id, module_id, editor, status=_status(error))
+def _write(request, form, device_id, module_id, editor):
+    """Write with the etag the operator loaded. On a 412 whose only cause is what the edit
+    is not based on (the device reported), write again with the new etag until it lands or
+    RETRY_SECONDS pass; a real change shows the conflict page."""
+    etag, deadline = form.etag, time.monotonic() + RETRY_SECONDS
+    while True:
+        try:
+            answer = hub.write_twin(device_id, module_id, etag, **form.write_args())
+            break
+        except hub.PreconditionFailed:
+            try:
+                current = hub.get_twin(device_id, module_id)
+            except hub.HubError as error:
+                why = "The twin changed since you loaded it; reading it again failed"
+                form.add_error(None, f"{why}: {error.message}")
+                return _editor(request, form, device_id, module_id, editor, status=_status(error))
+            if time.monotonic() > deadline or not twins.still_based_on(form.bases(), current):
+                return _conflict(request, form, device_id, module_id, editor, current)
+            etag = current.get("etag") or ""
+        except hub.HubError as error:
+            form.add_error(None, error.message)
+            return _editor(request, form, device_id, module_id, editor, status=_status(error))
     desired_version = answer["properties"]["desired"]["$version"]
     action = AuditEntry.Action.TWIN_REPLACED if form.replace else AuditEntry.Action.TWIN_UPDATED
     AuditEntry.record(
@@ -100,23 +118,9 @@ def _written_card(request, answer, device_id, module_id, done, stale):
     return with_audit_log(request, response, device_id, module_id or None)
 
 
-def _conflict(request, form, device_id, module_id, editor, attempt):
-    """412: show the twin as it is now beside the operator's edit, kept as they typed it,
-    in a form that re-applies their changes against the new etag.
-
-    Unless nothing the edit is based on changed: the etag also changes when the device
-    reports its properties, so then the edit is written again with the new etag (a few
-    times at most, as a device may keep reporting)."""
-    try:
-        current = hub.get_twin(device_id, module_id)
-    except hub.HubError as error:
-        form.add_error(
-            None, f"The twin changed since you loaded it; reading it again failed: {error.message}"
-        )
-        return _editor(request, form, device_id, module_id, editor, status=_status(error))
-    if attempt < WRITE_ATTEMPTS and twins.still_based_on(form.bases(), current):
-        etag = current.get("etag") or ""
-        return _write(request, form, device_id, module_id, editor, etag, attempt + 1)
+def _conflict(request, form, device_id, module_id, editor, current):
+    """412: show the twin as it is now (``current``) beside the operator's edit, kept as they
+    typed it, in a form that re-applies their changes against the new etag."""
     data = request.POST.copy()
     data["etag"] = current.get("etag") or ""
     again = type(form)(data)

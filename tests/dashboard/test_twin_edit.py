@@ -1,6 +1,8 @@
 """The twin editors: tags and desired as JSON, desired properties in a form; etag conflicts."""
 
 import json
+import threading
+import time
 
 import pytest
 from django.contrib.messages import get_messages
@@ -281,6 +283,45 @@ def test_a_reported_patch_alone_is_no_conflict_and_the_edit_is_written(
     entry = AuditEntry.objects.get()
     assert entry.detail["patch"] == {"properties": {"desired": {"telemetryInterval": 5}}}
     assert f"desired $version is now {entry.detail['desired_version']}" in notices(response)[0]
+
+
+@module_only
+def test_edits_land_while_the_module_reports_every_20_ms(
+    target, registry, operator, client_as, client_for
+):
+    """Each edit is loaded, then posted while the module keeps reporting: every one is
+    written, none shows a conflict (with 3 tries, 163 of ~725 writes did)."""
+    client = client_as(operator)
+    device = client_for(DEVICE, primary_key(registry.get_module(DEVICE, MODULE)), target)
+    device.connect()
+    stop = threading.Event()
+
+    def report():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            device.patch_twin_reported_properties({"counter": n})
+            time.sleep(0.02)
+
+    reporter = threading.Thread(target=report, daemon=True)
+    reporter.start()
+    try:
+        answers = []
+        for value in range(20):
+            data = posted(client.get(url("twin-form", target)).context["form"])
+            time.sleep(0.05)  # the module reports meanwhile: the loaded etag is stale
+            data.update(
+                {"rows-0-key": "telemetryInterval", "rows-0-type": "number"},
+                **{"rows-0-value": str(value)},
+            )
+            answers.append(client.post(url("twin-form", target), data).status_code)
+    finally:
+        stop.set()
+        reporter.join(10)
+
+    assert answers == [302] * 20
+    assert hub_desired(registry, target) == {"telemetryInterval": 19}
+    assert hub_twin(registry, target)["properties"]["reported"]["counter"] > 20
 
 
 @module_only
