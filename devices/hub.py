@@ -5,12 +5,17 @@ a ``HubError`` subclass whose message an operator can act on. Nothing above this
 knows about msrest or the SDK's model classes.
 """
 
+import dataclasses
 import functools
 import json
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
+import urllib3
 from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import Twin, TwinProperties
 from django.conf import settings
@@ -148,21 +153,105 @@ def _hub_message(error: HttpOperationError) -> str:
         return text[:300]
 
 
+# -- health: what every page's banner says of the hub ---------------------------------------
+SLOW_SECONDS = 2  # an answer slower than this marks the hub slow
+# While the hub is not answering, calls fail at once rather than each waiting out its
+# timeout (a page makes three): one call is let through this often to see if it is back.
+RETRY_SECONDS = 5
+
+
+@dataclass
+class Health:
+    """This process's view of the hub, from the calls it made."""
+
+    state: str = "unknown"  # "ok", "slow" or "down" once a call has been made
+    since: float | None = None  # when it entered this state (time.time())
+    checked: float | None = None  # when a call last ended
+    seconds: float | None = None  # how long the last answer took
+    problem: str = ""  # why it is down
+
+
+_health = Health()
+_health_lock = threading.Lock()
+
+
+def health() -> Health:
+    with _health_lock:
+        return dataclasses.replace(_health)
+
+
+def _observe(state: str, seconds: float | None = None, problem: str = "") -> None:
+    global _health
+    now = time.time()
+    with _health_lock:
+        since = _health.since if _health.state == state else now
+        _health = Health(state, since, now, seconds, problem)
+
+
+def forget_health() -> None:
+    """Back to "unknown" (tests start each from there)."""
+    global _health
+    with _health_lock:
+        _health = Health()
+
+
+def _unanswered(what: str) -> HubError | None:
+    """A fail-fast HubUnavailable while the hub is known not to answer, or None to try."""
+    with _health_lock:
+        down = _health.state == "down" and time.time() - _health.checked < RETRY_SECONDS
+        problem = _health.problem
+    return HubUnavailable(f"{what}: {problem}") if down else None
+
+
+def _timed_out(error: BaseException) -> bool:
+    """Whether a transport failure was a timeout, wherever requests and urllib3 wrapped it
+    (a hung TLS handshake comes as a ConnectionError around a read timeout)."""
+    seen, todo = set(), [error]
+    while todo:
+        each = todo.pop()
+        if each is None or id(each) in seen:
+            continue
+        seen.add(id(each))
+        # urllib3's NewConnectionError (refused, unreachable) is a ConnectTimeoutError by
+        # descent, not by nature.
+        timeout = TimeoutError | requests.Timeout | urllib3.exceptions.TimeoutError
+        if isinstance(each, timeout) and not isinstance(
+            each, urllib3.exceptions.NewConnectionError
+        ):
+            return True
+        todo += [getattr(each, "inner_exception", None), getattr(each, "reason", None)]
+        todo += [each.__cause__, each.__context__]
+        todo += [arg for arg in getattr(each, "args", ()) if isinstance(arg, BaseException)]
+    return False
+
+
 def call(what: str, fn, *args, **kwargs):
     """Run one SDK call, translating its failures. ``what`` names it for the operator."""
+    if refused := _unanswered(what):
+        raise refused
+    started = time.monotonic()
     try:
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
     except HttpOperationError as e:
+        _observe("ok", time.monotonic() - started)  # refused, but it answered
         status = e.response.status_code if e.response is not None else None
         detail = _hub_message(e)
         cls = _BY_STATUS.get(status, HubError)
         raise cls(f"{what}: {detail or e}", status=status, detail=detail) from e
     except ClientRequestError as e:
-        raise HubUnavailable(
-            f"{what}: the hub at {config().host_name} cannot be reached. Is it running?",
-        ) from e
+        host = config().host_name
+        problem = (
+            f"the hub at {host} did not answer in time."
+            if _timed_out(e)
+            else f"the hub at {host} cannot be reached. Is it running?"
+        )
+        _observe("down", problem=problem)
+        raise HubUnavailable(f"{what}: {problem}") from e
     except ValueError as e:  # the SDK's own argument and connection-string checks
         raise BadRequest(f"{what}: {e}") from e
+    seconds = time.monotonic() - started
+    _observe("slow" if seconds > SLOW_SECONDS else "ok", seconds)
+    return result
 
 
 def _plain(model) -> dict:

@@ -62,6 +62,23 @@ def as_row(identity: dict, twin: dict | None = None) -> Device | Module:
     return row
 
 
+def twin_of(row: Device | Module) -> dict | None:
+    """The twin a row last held, in the hub's shape (for pages while the hub is away)."""
+    if not row.twin_etag:
+        return None
+    properties = {"desired": row.twin_desired, "reported": row.twin_reported}
+    return {"etag": row.twin_etag, "version": row.twin_version, "tags": row.twin_tags,
+            "properties": properties}  # fmt: skip
+
+
+def last_known(device_id: str, module_id: str = "") -> Device | Module | None:
+    if module_id:
+        found = Module.objects.filter(device__device_id=device_id, module_id=module_id)
+    else:
+        found = Device.objects.filter(device_id=device_id)
+    return found.first()
+
+
 def save_twin(device_id: str, module_id: str, twin: dict):
     """Store a twin the hub answered with; the hub is asked for the identity only when the
     mirror lacks the row."""

@@ -178,6 +178,15 @@ async def aio_client_for(localhub):
 
 
 # -- the dashboard -------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _fresh_hub_health():
+    """Each test starts with no view of the hub's health: a hub another test stopped must
+    not make this one's calls fail fast (devices.hub keeps it per process)."""
+    from devices import hub
+
+    hub.forget_health()
+
+
 @pytest.fixture
 def dashboard_hub(localhub, settings):
     """Point the dashboard at this test's localhub (as `make run` points it at var/)."""

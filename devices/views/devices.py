@@ -56,14 +56,16 @@ def key_of(identity: dict, which: str) -> str:
     return identity["authentication"]["symmetricKey"][KEY_FIELDS[which]]
 
 
-def connection_strings(request, identity: dict, revealed: dict | None = None) -> list[dict]:
+def connection_strings(
+    request, identity: dict, revealed: dict | None = None, offline: bool = False
+) -> list[dict]:
     """Both connection strings, masked unless in ``revealed``; reveal URLs only for those
-    allowed to see keys."""
+    allowed to see keys, and not while the hub (which holds the keys) is ``offline``."""
     device_id, module_id = identity["deviceId"], identity.get("moduleId") or ""
     if problem := hub.connection_string_problem(device_id, module_id):
         return [{"which": "none", "problem": problem}]
     masked = hub.device_connection_string(device_id, MASK, module_id)
-    can_reveal = request.user.has_perm(REVEAL_KEYS)
+    can_reveal = request.user.has_perm(REVEAL_KEYS) and not offline
     strings = []
     for which in KEY_FIELDS:
         if module_id:
@@ -123,9 +125,42 @@ def with_audit_log(request, response, device_id: str, module_id: str | None = No
     return response
 
 
+def last_known_context(request, error: hub.HubUnavailable, device_id: str, module_id=""):
+    """What a page shows of an identity while the hub does not answer: the mirror's last
+    copy (no keys, no actions), saying when it was read. HubUnavailable again if the
+    mirror never held it."""
+    row = mirror.last_known(device_id, module_id)
+    if row is None:
+        raise error
+    identity = {"deviceId": device_id, "moduleId": module_id, "etag": row.etag}
+    return {
+        "row": row,
+        "connection_strings": connection_strings(request, identity, offline=True),
+        "audit": audit_entries(device_id, module_id or None),
+        "twin": mirror.twin_of(row),
+        "twin_error": "The dashboard holds no copy of this twin.",
+        "device_id": device_id,
+        "module_id": module_id,
+        "can_edit_twin": False,
+        "can_manage": False,
+        "last_known": {"read_at": row.synced_at, "problem": error.message},
+    }
+
+
 # -- the device page -----------------------------------------------------------------------
 def _device_page(request, device_id: str, revealed: dict | None = None):
-    identity = hub.get_device(device_id)
+    try:
+        identity = hub.get_device(device_id)
+    except hub.HubUnavailable as error:
+        context = last_known_context(request, error, device_id)
+        row = context["row"]
+        modules = row.modules.order_by("module_id")
+        context["device"] = {"deviceId": device_id, "etag": row.etag}
+        context["modules"] = [
+            {"moduleId": m.module_id, "connectionState": m.connection_state,
+             "managedBy": m.managed_by} for m in modules
+        ]  # fmt: skip
+        return render(request, "devices/device_detail.html", context)
     modules = hub.get_modules(device_id)
     twin, twin_error = read_twin(device_id)
     row = mirror.as_row(identity, twin)

@@ -27,6 +27,7 @@ from .common import handles_hub_errors
 from .devices import (
     audit_entries,
     connection_strings,
+    last_known_context,
     read_twin,
     reveal,
     stale,
@@ -39,7 +40,14 @@ SHARED_READ = 10  # seconds an event's twin read serves the pages refreshing aft
 
 
 def _module_page(request, device_id: str, module_id: str, revealed: dict | None = None):
-    identity = hub.get_module(device_id, module_id)
+    try:
+        identity = hub.get_module(device_id, module_id)
+    except hub.HubUnavailable as error:
+        context = last_known_context(request, error, device_id, module_id)
+        context["module"] = {"etag": context["row"].etag}
+        context.update(_simulator_context(request, device_id, module_id))
+        context["rendered_at"] = utc_timestamp()
+        return render(request, "devices/module_detail.html", context)
     twin, twin_error = read_twin(device_id, module_id)
     row = mirror.as_row(identity, twin)
     can_edit_twin = request.user.has_perm(EDIT_TWIN)

@@ -24,3 +24,38 @@ document.addEventListener("click", async (event) => {
   button.textContent = (await copyText(source)) ? "Copied" : "Selected: press Ctrl+C";
   setTimeout(() => { button.textContent = label; }, 2000);
 });
+
+// A form being sent says so and is not sent twice: its buttons are marked busy until the
+// answer replaces the page (or, for htmx, the request ends). Buttons are not disabled: a
+// disabled submitter would drop its own name and value from the form. On window, so it runs
+// after every document-level handler (a confirm that was declined has prevented the submit).
+function markBusy(form, busy) {
+  for (const button of form.querySelectorAll("button")) {
+    if (busy) button.setAttribute("aria-busy", "true");
+    else button.removeAttribute("aria-busy");
+  }
+  if (busy) form.dataset.busy = "true";
+  else delete form.dataset.busy;
+}
+
+window.addEventListener("submit", (event) => {
+  const form = event.target;
+  if (form.hasAttribute("hx-post") || form.hasAttribute("hx-get")) return; // htmx's own, below
+  if (form.dataset.busy) event.preventDefault();
+  else if (!event.defaultPrevented) markBusy(form, true);
+});
+
+document.addEventListener("htmx:beforeRequest", (event) => {
+  const form = event.target.closest("form");
+  if (!form) return;
+  if (form.dataset.busy) event.preventDefault();
+  else markBusy(form, true);
+});
+document.addEventListener("htmx:afterRequest", (event) => {
+  const form = event.target.closest("form");
+  if (form) markBusy(form, false);
+});
+// Back to a page kept in the browser's cache: what it was sending has ended.
+window.addEventListener("pageshow", () => {
+  for (const form of document.querySelectorAll("form[data-busy]")) markBusy(form, false);
+});
