@@ -12,7 +12,7 @@ import itertools
 import json
 from collections import deque
 
-from . import sas, twin, twin_rules
+from . import json_input, sas, twin, twin_rules
 from .errors import HubError, bad_request
 from .identities import MAX_MODULES_PER_DEVICE, MAX_STATUS_REASON, Identity, check_id, keys_from
 from .query import QueryError, parse_query
@@ -49,6 +49,23 @@ def etag_matches(if_match: str | None, current: str) -> bool:
 
 def _default(value, default):
     return default if value is None else value
+
+
+def _resume_point(state, collection: str):
+    """(key to resume after, items sent so far) from a decoded x-ms-continuation token."""
+    if not isinstance(state, dict):
+        raise ValueError("not an object")
+    after, sent = state.get("after"), state.get("sent")
+    if collection == "devices":
+        parts = [after]
+    elif isinstance(after, list) and len(after) == 2:  # a module's (device id, module id)
+        parts, after = after, tuple(after)
+    else:
+        parts = [None]
+    # Only a key of the collection's own type compares with its keys (bisect needs that).
+    if not all(isinstance(part, str) for part in parts) or type(sent) is not int or sent < 0:
+        raise ValueError("not a position in this collection")
+    return after, sent
 
 
 def _twin_input(body, name: str) -> dict | None:
@@ -325,11 +342,10 @@ class Hub:
         keys = self._keys(query.collection)
         if continuation:
             try:
-                state = json.loads(base64.b64decode(continuation))
-                after, sent = state["after"], int(state["sent"])
-            except (ValueError, KeyError, TypeError, binascii.Error) as e:
+                state = json_input.loads(base64.b64decode(continuation))
+                after, sent = _resume_point(state, query.collection)
+            except (ValueError, binascii.Error) as e:
                 raise bad_request("x-ms-continuation is not a token this hub issued") from e
-            after = after if query.collection == "devices" else tuple(after)
             start = bisect.bisect_right(keys, after)
         limit = size if query.top is None else min(size, query.top - sent)
         items, index = [], start
@@ -495,7 +511,7 @@ class Hub:
         if waiting is None or waiting[1] is not ident or waiting[0].done():
             return  # late, unknown, or another identity's request: ignore it
         try:
-            payload = json.loads(body) if body.strip() else None
+            payload = json_input.loads(body) if body.strip() else None
         except ValueError:
             payload = body.decode("utf-8", "replace")
         waiting[0].set_result((status, payload))

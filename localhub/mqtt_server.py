@@ -11,6 +11,7 @@ import logging
 import time
 from urllib.parse import unquote
 
+from . import json_input
 from . import mqtt_packets as mp
 from .errors import HubError
 from .hub import DESIRED_FILTER, Hub
@@ -214,9 +215,9 @@ class DeviceConnection(asyncio.Protocol):
             if path != "$iothub/twin/PATCH/properties/reported/":
                 raise HubError("ArgumentInvalid", f"unknown twin operation {path!r}")
             try:
-                patch = json.loads(payload)
+                patch = json_input.loads(payload)
             except ValueError as e:
-                raise HubError("ArgumentInvalid", "reported patch is not valid JSON") from e
+                raise HubError("ArgumentInvalid", f"reported patch is not valid JSON: {e}") from e
             version, saved = self.hub.patch_reported(ident, patch)
         except HubError as e:
             self.send(ack + self._twin_error(rid, e))

@@ -10,7 +10,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from . import sas
+from . import json_input, sas
 from .errors import HubError, bad_request
 from .hub import (
     POLICY_PERMISSIONS,
@@ -66,7 +66,7 @@ async def _body(request: web.Request):
     if not raw:
         return None
     try:
-        return json.loads(raw)
+        return json_input.loads(raw)
     except ValueError as e:
         raise bad_request(f"The request body is not valid JSON: {e}") from e
 
