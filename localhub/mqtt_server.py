@@ -143,6 +143,10 @@ class DeviceConnection(asyncio.Protocol):
             self.close(f"refused CONNECT for {client_id!r}")
             return
         identity, expiry = accepted
+        loop = asyncio.get_running_loop()
+        # IoT Hub severs a connection when its SAS token expires. Set up before attach(),
+        # which closes the identity's other connection: nothing may fail after that.
+        self._expiry = loop.call_later(max(0.0, expiry - time.time()), self.close, "token expired")
         self.identity = identity
         self.persistent = not flags & 0x02
         if not self.persistent:
@@ -153,11 +157,8 @@ class DeviceConnection(asyncio.Protocol):
         self.hub.attach(identity, self)
         self._timer.cancel()
         self._timer = None
-        loop = asyncio.get_running_loop()
         if self.keepalive:
             self._timer = loop.call_later(self.keepalive * 1.5, self._idle_check)
-        # IoT Hub severs a connection when its SAS token expires.
-        self._expiry = loop.call_later(max(0.0, expiry - time.time()), self.close, "token expired")
         self.send(mp.connack(had_session, mp.ACCEPTED))
         log.info("%s connected", identity.label)
 
