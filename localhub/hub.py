@@ -19,6 +19,8 @@ from .query import QueryError, parse_query
 from .store import Store
 
 TELEMETRY_BUFFER = 10_000
+# Bytes of topic and payload the buffer may hold: 10,000 legal 256 KB messages would be 2.6 GB.
+TELEMETRY_BUFFER_BYTES = 64 * 1024 * 1024
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 MAX_METHOD_PAYLOAD = 128 * 1024
@@ -84,6 +86,7 @@ class Hub:
         self.policies = policies  # name -> (primary key, secondary key)
         self.devices: dict[str, Identity] = {}
         self.telemetry: deque = deque(maxlen=TELEMETRY_BUFFER)
+        self.telemetry_bytes = 0  # what the buffer's topics and payloads hold
         self._methods: dict[str, tuple[asyncio.Future, Identity]] = {}
         self._rids = itertools.count(1)
         self._sorted: dict[str, list] = {}
@@ -517,5 +520,12 @@ class Hub:
         waiting[0].set_result((status, payload))
 
     def record_telemetry(self, ident: Identity, topic: str, payload: bytes) -> None:
-        self.telemetry.append((ident.label, twin.utcnow(), topic, payload))
+        buffer = self.telemetry
+        if len(buffer) == buffer.maxlen:  # the append drops the oldest
+            self.telemetry_bytes -= len(buffer[0][2]) + len(buffer[0][3])
+        buffer.append((ident.label, twin.utcnow(), topic, payload))
+        self.telemetry_bytes += len(topic) + len(payload)
+        while self.telemetry_bytes > TELEMETRY_BUFFER_BYTES:
+            _label, _time, old_topic, old_payload = buffer.popleft()
+            self.telemetry_bytes -= len(old_topic) + len(old_payload)
         self.touch(ident)
