@@ -13,6 +13,7 @@ from urllib.parse import unquote
 
 from . import json_input
 from . import mqtt_packets as mp
+from .admission import Admission
 from .errors import HubError
 from .hub import DESIRED_FILTER, Hub
 from .identities import Identity
@@ -37,8 +38,9 @@ def _rid(topic: str) -> tuple[str, dict]:
 
 
 class DeviceConnection(asyncio.Protocol):
-    def __init__(self, hub: Hub):
+    def __init__(self, hub: Hub, admission: Admission | None = None):
         self.hub = hub
+        self.admission = admission  # counts this connection until CONNACK 0 or close
         self.transport: asyncio.Transport | None = None
         self.identity: Identity | None = None
         self.buffer = bytearray()
@@ -57,6 +59,7 @@ class DeviceConnection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.closed = True
+        self._stop_counting()
         for timer in (self._timer, self._expiry):
             if timer is not None:
                 timer.cancel()
@@ -160,7 +163,12 @@ class DeviceConnection(asyncio.Protocol):
         if self.keepalive:
             self._timer = loop.call_later(self.keepalive * 1.5, self._idle_check)
         self.send(mp.connack(had_session, mp.ACCEPTED))
+        self._stop_counting()
         log.info("%s connected", identity.label)
+
+    def _stop_counting(self) -> None:
+        if self.admission is not None:
+            self.admission.release(self)
 
     def _publish(self, flags: int, body: bytes) -> None:
         qos = (flags >> 1) & 3
