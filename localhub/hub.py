@@ -12,13 +12,15 @@ import itertools
 import json
 from collections import deque
 
-from . import sas, twin, twin_rules
+from . import json_input, sas, twin, twin_rules
 from .errors import HubError, bad_request
 from .identities import MAX_MODULES_PER_DEVICE, MAX_STATUS_REASON, Identity, check_id, keys_from
 from .query import QueryError, parse_query
 from .store import Store
 
 TELEMETRY_BUFFER = 10_000
+# Bytes of topic and payload the buffer may hold: 10,000 legal 256 KB messages would be 2.6 GB.
+TELEMETRY_BUFFER_BYTES = 64 * 1024 * 1024
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 MAX_METHOD_PAYLOAD = 128 * 1024
@@ -51,6 +53,23 @@ def _default(value, default):
     return default if value is None else value
 
 
+def _resume_point(state, collection: str):
+    """(key to resume after, items sent so far) from a decoded x-ms-continuation token."""
+    if not isinstance(state, dict):
+        raise ValueError("not an object")
+    after, sent = state.get("after"), state.get("sent")
+    if collection == "devices":
+        parts = [after]
+    elif isinstance(after, list) and len(after) == 2:  # a module's (device id, module id)
+        parts, after = after, tuple(after)
+    else:
+        parts = [None]
+    # Only a key of the collection's own type compares with its keys (bisect needs that).
+    if not all(isinstance(part, str) for part in parts) or type(sent) is not int or sent < 0:
+        raise ValueError("not a position in this collection")
+    return after, sent
+
+
 def _twin_input(body, name: str) -> dict | None:
     if body is None:
         return None
@@ -67,6 +86,7 @@ class Hub:
         self.policies = policies  # name -> (primary key, secondary key)
         self.devices: dict[str, Identity] = {}
         self.telemetry: deque = deque(maxlen=TELEMETRY_BUFFER)
+        self.telemetry_bytes = 0  # what the buffer's topics and payloads hold
         self._methods: dict[str, tuple[asyncio.Future, Identity]] = {}
         self._rids = itertools.count(1)
         self._sorted: dict[str, list] = {}
@@ -325,11 +345,10 @@ class Hub:
         keys = self._keys(query.collection)
         if continuation:
             try:
-                state = json.loads(base64.b64decode(continuation))
-                after, sent = state["after"], int(state["sent"])
-            except (ValueError, KeyError, TypeError, binascii.Error) as e:
+                state = json_input.loads(base64.b64decode(continuation))
+                after, sent = _resume_point(state, query.collection)
+            except (ValueError, binascii.Error) as e:
                 raise bad_request("x-ms-continuation is not a token this hub issued") from e
-            after = after if query.collection == "devices" else tuple(after)
             start = bisect.bisect_right(keys, after)
         limit = size if query.top is None else min(size, query.top - sent)
         items, index = [], start
@@ -495,11 +514,18 @@ class Hub:
         if waiting is None or waiting[1] is not ident or waiting[0].done():
             return  # late, unknown, or another identity's request: ignore it
         try:
-            payload = json.loads(body) if body.strip() else None
+            payload = json_input.loads(body) if body.strip() else None
         except ValueError:
             payload = body.decode("utf-8", "replace")
         waiting[0].set_result((status, payload))
 
     def record_telemetry(self, ident: Identity, topic: str, payload: bytes) -> None:
-        self.telemetry.append((ident.label, twin.utcnow(), topic, payload))
+        buffer = self.telemetry
+        if len(buffer) == buffer.maxlen:  # the append drops the oldest
+            self.telemetry_bytes -= len(buffer[0][2]) + len(buffer[0][3])
+        buffer.append((ident.label, twin.utcnow(), topic, payload))
+        self.telemetry_bytes += len(topic) + len(payload)
+        while self.telemetry_bytes > TELEMETRY_BUFFER_BYTES:
+            _label, _time, old_topic, old_payload = buffer.popleft()
+            self.telemetry_bytes -= len(old_topic) + len(old_payload)
         self.touch(ident)

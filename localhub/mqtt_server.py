@@ -11,7 +11,9 @@ import logging
 import time
 from urllib.parse import unquote
 
+from . import json_input
 from . import mqtt_packets as mp
+from .admission import Admission
 from .errors import HubError
 from .hub import DESIRED_FILTER, Hub
 from .identities import Identity
@@ -36,8 +38,9 @@ def _rid(topic: str) -> tuple[str, dict]:
 
 
 class DeviceConnection(asyncio.Protocol):
-    def __init__(self, hub: Hub):
+    def __init__(self, hub: Hub, admission: Admission | None = None):
         self.hub = hub
+        self.admission = admission  # counts this connection until CONNACK 0 or close
         self.transport: asyncio.Transport | None = None
         self.identity: Identity | None = None
         self.buffer = bytearray()
@@ -56,6 +59,7 @@ class DeviceConnection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.closed = True
+        self._stop_counting()
         for timer in (self._timer, self._expiry):
             if timer is not None:
                 timer.cancel()
@@ -142,6 +146,10 @@ class DeviceConnection(asyncio.Protocol):
             self.close(f"refused CONNECT for {client_id!r}")
             return
         identity, expiry = accepted
+        loop = asyncio.get_running_loop()
+        # IoT Hub severs a connection when its SAS token expires. Set up before attach(),
+        # which closes the identity's other connection: nothing may fail after that.
+        self._expiry = loop.call_later(max(0.0, expiry - time.time()), self.close, "token expired")
         self.identity = identity
         self.persistent = not flags & 0x02
         if not self.persistent:
@@ -152,13 +160,15 @@ class DeviceConnection(asyncio.Protocol):
         self.hub.attach(identity, self)
         self._timer.cancel()
         self._timer = None
-        loop = asyncio.get_running_loop()
         if self.keepalive:
             self._timer = loop.call_later(self.keepalive * 1.5, self._idle_check)
-        # IoT Hub severs a connection when its SAS token expires.
-        self._expiry = loop.call_later(max(0.0, expiry - time.time()), self.close, "token expired")
         self.send(mp.connack(had_session, mp.ACCEPTED))
+        self._stop_counting()
         log.info("%s connected", identity.label)
+
+    def _stop_counting(self) -> None:
+        if self.admission is not None:
+            self.admission.release(self)
 
     def _publish(self, flags: int, body: bytes) -> None:
         qos = (flags >> 1) & 3
@@ -214,9 +224,9 @@ class DeviceConnection(asyncio.Protocol):
             if path != "$iothub/twin/PATCH/properties/reported/":
                 raise HubError("ArgumentInvalid", f"unknown twin operation {path!r}")
             try:
-                patch = json.loads(payload)
+                patch = json_input.loads(payload)
             except ValueError as e:
-                raise HubError("ArgumentInvalid", "reported patch is not valid JSON") from e
+                raise HubError("ArgumentInvalid", f"reported patch is not valid JSON: {e}") from e
             version, saved = self.hub.patch_reported(ident, patch)
         except HubError as e:
             self.send(ack + self._twin_error(rid, e))

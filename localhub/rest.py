@@ -10,7 +10,8 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from . import sas
+from . import json_input, sas
+from .admission import Admission
 from .errors import HubError, bad_request
 from .hub import (
     POLICY_PERMISSIONS,
@@ -66,7 +67,7 @@ async def _body(request: web.Request):
     if not raw:
         return None
     try:
-        return json.loads(raw)
+        return json_input.loads(raw)
     except ValueError as e:
         raise bad_request(f"The request body is not valid JSON: {e}") from e
 
@@ -106,8 +107,9 @@ def _route(method: str, parts: list[str]):
 
 
 class RestApi:
-    def __init__(self, hub: Hub):
+    def __init__(self, hub: Hub, admission: Admission | None = None):
         self.hub = hub
+        self.admission = admission  # counts a connection until its first authorized request
 
     async def handle(self, request: web.Request) -> web.Response:
         path = request.raw_path.split("?", 1)[0]
@@ -118,6 +120,8 @@ class RestApi:
                 raise HubError("MethodNotAllowed", f"{request.method} {path} is not an IoT Hub API")
             needed, name, ids = route
             _authorize(self.hub, request, needed)
+            if self.admission is not None:
+                self.admission.release(request.protocol)
             handler = getattr(self, name, None)
             if handler is None:
                 raise HubError("MethodNotAllowed", f"{request.method} is not allowed on {path}")
@@ -221,8 +225,8 @@ class RestApi:
         return _json(await self.hub.invoke_method(device_id, module_id, body))
 
 
-def make_app(hub: Hub) -> web.Application:
-    api = RestApi(hub)
+def make_app(hub: Hub, admission: Admission | None = None) -> web.Application:
+    api = RestApi(hub, admission)
     app = web.Application(client_max_size=MAX_BODY)
     app.router.add_route("*", "/{tail:.*}", api.handle)
     return app

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 PREFIX = "SharedAccessSignature "
+# IoT Hub's parser (as in Microsoft's C# SDKs) reads se into a .NET DateTime, which ends at
+# 9999-12-31T23:59:59Z; a later expiry cannot be represented, so the token is refused. Checked
+# before any arithmetic: se=10**309 overflows a float.
+MAX_EXPIRY = 253402300799
 
 
 class TokenError(ValueError):
@@ -52,6 +56,8 @@ def parse(text: str) -> Token:
         signature = base64.b64decode(unquote(sig), validate=True)
     except (KeyError, ValueError) as e:
         raise TokenError("SharedAccessSignature needs sr, sig and a numeric se") from e
+    if expiry > MAX_EXPIRY:
+        raise TokenError("SharedAccessSignature se is after the year 9999")
     skn = fields.get("skn")
     return Token(sr, unquote(sr), signature, expiry, unquote(skn) if skn else None)
 
@@ -78,10 +84,19 @@ def host_matches(token: Token, host: str, port: int | None = None) -> bool:
     return got == host.lower() or (port is not None and got == f"{host}:{port}".lower())
 
 
-def generate(resource: str, key_b64: str, policy: str | None = None, ttl: int = 3600) -> str:
-    """A token as the device SDK makes one (everything quoted); used by tools and benches."""
+def generate(
+    resource: str,
+    key_b64: str,
+    policy: str | None = None,
+    ttl: int = 3600,
+    expiry: int | None = None,
+) -> str:
+    """A token as the device SDK makes one (everything quoted); used by tools and benches.
+
+    It expires ``ttl`` seconds from now, or at ``expiry`` (seconds since the epoch) if given.
+    """
     sr = quote(resource, safe="")
-    expiry = int(time.time() + ttl)
+    expiry = int(time.time() + ttl) if expiry is None else expiry
     sig = quote(base64.b64encode(signature(key_b64, sr, expiry)).decode(), safe="")
     token = f"{PREFIX}sr={sr}&sig={sig}&se={expiry}"
     return f"{token}&skn={quote(policy, safe='')}" if policy else token

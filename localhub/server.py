@@ -1,6 +1,5 @@
 """Start and stop a hub: data directory, TLS, the HTTPS and MQTT listeners."""
 
-import asyncio
 import json
 import logging
 import ssl
@@ -10,6 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from . import certs
+from .admission import Admission
 from .hub import POLICY_PERMISSIONS, Hub
 from .identities import new_key
 from .mqtt_server import DeviceConnection
@@ -19,7 +19,6 @@ from .store import Store
 log = logging.getLogger("localhub")
 
 MQTT_PORT = 8883  # the device SDK hard-codes it
-TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 @dataclass
@@ -74,24 +73,24 @@ class LocalHub:
         tls.load_cert_chain(cert_file, key_file)
 
         running = cls(settings, hub, ca_file, conn_str)
+        # Each listener caps its own unauthenticated connections (see admission.py).
+        https_admission, mqtt_admission = Admission(), Admission()
         try:
-            runner = web.AppRunner(make_app(hub), access_log=None, handle_signals=False)
+            app = make_app(hub, https_admission)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             running._runner = runner
-            site = web.TCPSite(
-                runner, settings.host, settings.https_port, ssl_context=tls, reuse_address=True
+            running._servers.append(
+                await https_admission.listen(runner.server, settings.host, settings.https_port, tls)
             )
-            await site.start()
-            loop = asyncio.get_running_loop()
-            mqtt = await loop.create_server(
-                lambda: DeviceConnection(hub),
-                settings.host,
-                settings.mqtt_port,
-                ssl=tls,
-                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
-                reuse_address=True,
+            running._servers.append(
+                await mqtt_admission.listen(
+                    lambda: DeviceConnection(hub, mqtt_admission),
+                    settings.host,
+                    settings.mqtt_port,
+                    tls,
+                )
             )
-            running._servers.append(mqtt)
         except BaseException:
             await running.stop()
             raise

@@ -174,6 +174,31 @@ def test_an_expired_token_is_refused(localhub, registry):
     assert registry.get_device("d1").connection_state == "Disconnected"
 
 
+@pytest.mark.parametrize("expiry", [10**309, sas.MAX_EXPIRY + 1], ids=["10e309", "year-10000"])
+def test_a_token_expiring_after_the_year_9999_is_refused_and_the_connection_stays(
+    localhub, registry, client_for, expiry
+):
+    key = primary_key(registry.create_device_with_sas("d1", None, None, "enabled"))
+    connected = client_for("d1", key, connection_retry=False)
+    connected.connect()
+    # Correctly signed, with an expiry IoT Hub cannot represent.
+    token = sas.generate(f"{localhub.host}/devices/d1", key, expiry=expiry)
+
+    assert raw_connack(localhub, "d1", token) == CONNACK_NOT_AUTHORIZED
+
+    connected.patch_twin_reported_properties({"still": "here"})  # fails if it was dropped
+    assert connected.connected
+    assert registry.get_twin("d1").properties.reported["still"] == "here"
+    assert registry.get_device("d1").connection_state == "Connected"
+
+
+def test_a_token_expiring_at_the_end_of_the_year_9999_is_accepted(localhub, registry):
+    key = primary_key(registry.create_device_with_sas("d1", None, None, "enabled"))
+    token = sas.generate(f"{localhub.host}/devices/d1", key, expiry=sas.MAX_EXPIRY)
+
+    assert raw_connack(localhub, "d1", token) == CONNACK_ACCEPTED
+
+
 def test_a_token_for_another_device_is_refused(localhub, registry):
     registry.create_device_with_sas("d1", None, None, "enabled")
     key2 = primary_key(registry.create_device_with_sas("d2", None, None, "enabled"))

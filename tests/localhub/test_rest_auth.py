@@ -94,6 +94,13 @@ def test_expired_token_is_unauthorized(localhub, device):
     assert_unauthorized(get(localhub, "/devices/d1", token), "expired")
 
 
+@pytest.mark.parametrize("expiry", [10**309, sas.MAX_EXPIRY + 1], ids=["10e309", "year-10000"])
+def test_token_expiring_after_the_year_9999_is_unauthorized(localhub, device, expiry):
+    token = sas.generate(f"{localhub.host}:8443", owner_key(localhub), "iothubowner", expiry=expiry)
+
+    assert_unauthorized(get(localhub, "/devices/d1", token), "9999")
+
+
 def test_token_that_expires_later_is_accepted(localhub, device):
     token = sas.generate(f"{localhub.host}:8443", owner_key(localhub), "iothubowner", ttl=60)
 

@@ -1,13 +1,17 @@
 """Device-to-cloud telemetry: acknowledged at QoS 1 and kept in the hub's bounded buffer."""
 
 import json
+import queue
+import ssl
 import time
 from urllib.parse import unquote
 
+import paho.mqtt.client as paho
 from azure.iot.device import Message
 from support import primary_key
 
-from localhub.hub import TELEMETRY_BUFFER
+from localhub import sas
+from localhub.hub import TELEMETRY_BUFFER, TELEMETRY_BUFFER_BYTES
 
 
 def buffered(localhub):
@@ -123,3 +127,56 @@ def test_a_message_near_the_256_kb_limit_is_accepted(localhub, registry, client_
 
 def test_the_telemetry_buffer_is_bounded(localhub):
     assert localhub.hub.telemetry.maxlen == TELEMETRY_BUFFER
+
+
+def held_bytes(entries) -> int:
+    return sum(len(topic) + len(payload) for _label, _t, topic, payload in entries)
+
+
+def test_the_telemetry_buffer_keeps_the_newest_messages_within_its_byte_bound(
+    localhub, registry, client_for
+):
+    key = primary_key(registry.create_device_with_sas("d1", None, None, "enabled"))
+    client = client_for("d1", key)
+    size = 250 * 1024  # near the SDK's 256 KB limit
+    count = TELEMETRY_BUFFER_BYTES // size + 20
+
+    for n in range(count):
+        client.send_message(Message(n.to_bytes(4, "big") + b"x" * (size - 4)))
+
+    entries = buffered(localhub)
+    assert localhub.call(lambda: localhub.hub.telemetry_bytes) == held_bytes(entries)
+    assert held_bytes(entries) <= TELEMETRY_BUFFER_BYTES
+    # Only the oldest went, only as many as the bound needs, and the newest are all there.
+    assert held_bytes(entries) > TELEMETRY_BUFFER_BYTES - size - 1024
+    numbers = [int.from_bytes(payload[:4], "big") for _label, _t, _topic, payload in entries]
+    assert numbers == list(range(count - len(entries), count))
+    assert client.connected
+
+
+def test_the_byte_count_follows_messages_dropped_by_the_count_bound(localhub, registry):
+    key = primary_key(registry.create_device_with_sas("d1", None, None, "enabled"))
+    connected = queue.Queue()
+    client = paho.Client(client_id="d1", protocol=paho.MQTTv311, clean_session=True)
+    client.tls_set(ca_certs=str(localhub.ca_file), tls_version=ssl.PROTOCOL_TLSv1_2)
+    client.username_pw_set(
+        f"{localhub.host}/d1/?api-version=2021-04-12",
+        sas.generate(f"{localhub.host}/devices/d1", key),
+    )
+    client.on_connect = lambda _c, _u, _f, rc: connected.put(rc)
+    client.connect(localhub.host, 8883)
+    client.loop_start()
+    try:
+        assert connected.get(timeout=10) == 0
+        # QoS 0 (unacknowledged) for speed; the last at QoS 1: its PUBACK follows the rest.
+        for n in range(TELEMETRY_BUFFER + 50):
+            client.publish("devices/d1/messages/events/", b"m" * (n % 7), qos=0)
+        client.publish("devices/d1/messages/events/", b"last", qos=1).wait_for_publish(30)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+    entries = buffered(localhub)
+    assert len(entries) == TELEMETRY_BUFFER
+    assert entries[-1][3] == b"last"
+    assert localhub.call(lambda: localhub.hub.telemetry_bytes) == held_bytes(entries)
