@@ -8,40 +8,24 @@ exactly what they changed, guarded by If-Match.
 import contextlib
 import json
 import math
-import re
 
 from django import forms
 
-from localhub import twin_rules
+from localhub import json_input, twin_rules
 
 from . import twins
 
 PATCH, REPLACE = "patch", "replace"
 
 
-# Far deeper than any twin (IoT Hub allows 10 levels), shallow enough for every recursive
-# walk after parsing (rules, merge, diff): a hidden field posted 800 levels deep would
-# otherwise raise RecursionError there, after seconds of work.
-MAX_JSON_DEPTH = 64
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-_JSON_BRACKET = re.compile(r"[\[\]{}]")
-
-
-def nesting_depth(text: str) -> int:
-    """How deeply ``text``'s arrays and objects nest, counted without parsing (strings
-    skipped), so a hostile document costs one linear scan."""
-    depth = deepest = 0
-    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub("", text)):
-        depth += 1 if bracket in "[{" else -1
-        deepest = max(deepest, depth)
-    return deepest
-
-
 def parse_json(text: str):
     """JSON text to a value; errors name the line and column, as an editor would."""
-    if nesting_depth(text) > MAX_JSON_DEPTH:
+    # A hidden field posted 800 levels deep would raise RecursionError in the walks after
+    # parsing (rules, merge, diff), after seconds of work: counted first, without recursion.
+    if json_input.nesting(text) > json_input.MAX_DEPTH:
         raise forms.ValidationError(
-            f"Not valid JSON for a twin: nested deeper than {MAX_JSON_DEPTH} levels.", code="json"
+            f"Not valid JSON for a twin: nested deeper than {json_input.MAX_DEPTH} levels.",
+            code="json",
         )
     try:
         return json.loads(text, object_pairs_hook=_no_duplicate_keys)

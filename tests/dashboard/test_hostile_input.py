@@ -55,7 +55,7 @@ def test_a_desired_form_whose_hidden_base_nests_800_deep_is_refused_at_once(
     )
 
     assert response.status_code == 200  # the form again, saying why
-    assert "nested deeper than 64 levels" in text(response)
+    assert "nested deeper than 128 levels" in text(response)
     assert registry.get_twin("d1").etag == etag
 
 
