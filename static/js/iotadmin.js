@@ -24,3 +24,10 @@ document.addEventListener("click", async (event) => {
   button.textContent = (await copyText(source)) ? "Copied" : "Selected: press Ctrl+C";
   setTimeout(() => { button.textContent = label; }, 2000);
 });
+
+// A form that asks first: <form data-confirm="Question?">. (An inline onsubmit would be
+// refused by the Content-Security-Policy.)
+document.addEventListener("submit", (event) => {
+  const form = event.target.closest("form[data-confirm]");
+  if (form && !confirm(form.dataset.confirm)) event.preventDefault();
+});
