@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) bench/localhub_twin.py
 	$(PY) bench/dashboard_list.py
 	$(PY) bench/event_latency.py
+	$(PY) bench/login_flood.py
 
 clean:
 	rm -rf $(VENV) var

@@ -7,7 +7,6 @@ twins; admin also creates, disables and deletes identities and regenerates keys.
 
 import functools
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
@@ -59,12 +58,3 @@ def requires(permission: str = VIEW):
         return checked
 
     return decorate
-
-
-def client_ip(request) -> str | None:
-    """The address a login comes from, as django-axes counts failures per address
-    (AXES_CLIENT_IP_CALLABLE): REMOTE_ADDR, or behind a proxy the header CLIENT_IP_HEADER
-    names, whose last entry is the one the proxy itself added (X-Forwarded-For lists what
-    the client claimed first)."""
-    forwarded = request.META.get(settings.CLIENT_IP_HEADER) if settings.CLIENT_IP_HEADER else ""
-    return forwarded.split(",")[-1].strip() if forwarded else request.META.get("REMOTE_ADDR")

@@ -171,6 +171,7 @@ SILENCED_SYSTEM_CHECKS = ["security.W021"]
 INSTALLED_APPS += ["csp", "axes"]
 MIDDLEWARE += [
     "csp.middleware.CSPMiddleware",
+    "devices.logins.LockedLoginsWait",
     "axes.middleware.AxesMiddleware",  # last, as axes requires: turns lockouts into its page
 ]
 CONTENT_SECURITY_POLICY = {
@@ -186,8 +187,9 @@ CONTENT_SECURITY_POLICY = {
 
 # django-axes: after AXES_FAILURE_LIMIT failed logins for an account (from anywhere) or from
 # a client address (for any account), logins are refused for AXES_COOLOFF_TIME without
-# checking (or hashing) the password; a success resets the count. Admins see and clear
-# lockouts in the Django admin (Axes > Access attempts), or `manage.py axes_reset`.
+# checking (or hashing) the password (devices/logins.py); a success resets the count.
+# Admins see and clear lockouts in the Django admin (Axes > Access attempts), or
+# `manage.py axes_reset`.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # first: refuses locked-out logins before hashing
     "django.contrib.auth.backends.ModelBackend",
@@ -196,10 +198,13 @@ AXES_FAILURE_LIMIT = 20
 AXES_COOLOFF_TIME = timedelta(minutes=15)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
+# Attempts while locked are not counted (no database write: a flood of them stays cheap), so
+# the lock ends AXES_COOLOFF_TIME after the last counted failure.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"  # answered with 429
 # Behind a proxy every client has the proxy's address: CLIENT_IP_HEADER names the header
 # (as in request.META, e.g. HTTP_X_FORWARDED_FOR) in which the proxy puts the client's.
 CLIENT_IP_HEADER = env("CLIENT_IP_HEADER")
-AXES_CLIENT_IP_CALLABLE = "devices.access.client_ip"
+AXES_CLIENT_IP_CALLABLE = "devices.logins.client_ip"
 # Its INFO lines are one per login attempt; lockouts are WARNINGs.
 LOGGING["loggers"]["axes"] = {"level": "WARNING"}
