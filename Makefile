@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 # The database `make test-postgres` runs the suite on (pytest-django creates test_iotadmin).
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/iotadmin
 
-.PHONY: run test test-postgres lint bench clean
+.PHONY: run test test-postgres lint check-deploy bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(PY) manage.py makemigrations --check --dry-run
 
+# Django's deployment checks, with the settings a production environment gets (warnings fail).
+check-deploy: $(STAMP)
+	DEBUG=False SECRET_KEY=check-deploy-only-never-a-real-key-0123456789abcdefghij \
+	REDIS_URL=redis://127.0.0.1:6379/0 ALLOWED_HOSTS=iotadmin.example.com SECURE_COOKIES=True \
+	$(PY) manage.py check --deploy --fail-level WARNING
+
 test: lint
 	$(PY) -m pytest
 
@@ -33,6 +39,7 @@ bench: $(STAMP)
 	$(PY) bench/dashboard_list.py
 	$(PY) bench/event_latency.py
 	$(PY) bench/connection_flood.py
+	$(PY) bench/login_flood.py
 
 clean:
 	rm -rf $(VENV) var

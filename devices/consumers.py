@@ -2,12 +2,17 @@
 
 import asyncio
 import logging
+import time
+from importlib import import_module
+from types import SimpleNamespace
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from django.conf import settings
+from django.contrib import auth
 
 from devices.access import VIEW
-from devices.events import ingest_ids, module_group, parse_event, send_module_event
+from devices.events import ingest_ids, module_group, parse_event, send_module_event, user_group
 from devices.models import RecentEvent
 
 log = logging.getLogger(__name__)
@@ -19,30 +24,40 @@ REJOIN_SECONDS = 3600
 # burst at a time: database work in the sync thread while the event loop hands an event to
 # 100 pages slowed every page by ~5 ms (the two threads contend for the GIL).
 SAVE_AFTER_SECONDS = 0.05
+# A page checks its session again before forwarding an event when it last did longer ago than
+# this: for what no signal reports (a session expiring or deleted, rows changed by update()).
+# Logouts, password, is_active and role changes close it at once (devices/signals.py).
+RECHECK_SECONDS = 30
 
 
 class ModuleEventsConsumer(AsyncJsonWebsocketConsumer):
     """``/ws/modules/<device_id>/<module_id>/``: forwards every event sent to the module's group.
 
-    Anonymous users and users who may not view modules are refused; the origin is checked by
-    AllowedHostsOriginValidator in routing.py. The ids come URL-encoded in the URL; the server
+    Only while the page's session may watch (``allowed``): anonymous users, inactive ones and
+    users who may not view modules are refused, and an open socket closes when its session
+    ends or its account loses access (``access_changed``). The origin is checked by
+    SameOriginValidator in routing.py. The ids come URL-encoded in the URL; the server
     (daphne, and WebsocketCommunicator in tests) has already decoded ``scope["path"]``, so the
     route's ids are used as they are: decoding again would corrupt ids holding ``%``.
     """
 
-    group = None
+    joined = ()
     rejoin = None
+    ended = False
+    checked_at = 0.0
 
     async def connect(self):
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated or not await self.may_view(user):
+        self.session_key = self.scope["session"].session_key
+        user = await self.allowed()
+        if user is None:
             await self.close()
             return
         ids = self.scope["url_route"]["kwargs"]
-        self.group = module_group(ids["device_id"], ids["module_id"])
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.joined = [module_group(ids["device_id"], ids["module_id"]), user_group(user.pk)]
+        for group in self.joined:
+            await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
-        self.rejoin = asyncio.create_task(self.stay_in_group())
+        self.rejoin = asyncio.create_task(self.stay_in_groups())
         # What happened just before, marked as such. An event sent before joining is saved
         # within SAVE_AFTER_SECONDS, so wait that long; one sent after arrives live too, and
         # pages show each event once.
@@ -50,19 +65,20 @@ class ModuleEventsConsumer(AsyncJsonWebsocketConsumer):
         for event in await self.recent(ids["device_id"], ids["module_id"]):
             await self.send_json({**event, "replayed": True})
 
-    async def stay_in_group(self):
+    async def stay_in_groups(self):
         while True:
             await asyncio.sleep(REJOIN_SECONDS)
-            try:
-                await self.channel_layer.group_add(self.group, self.channel_name)
-            except Exception:  # Redis away for a moment: the next round joins again
-                log.exception("Could not rejoin %s", self.group)
+            for group in self.joined:
+                try:
+                    await self.channel_layer.group_add(group, self.channel_name)
+                except Exception:  # Redis away for a moment: the next round joins again
+                    log.exception("Could not rejoin %s", group)
 
     async def disconnect(self, code):
         if self.rejoin:
             self.rejoin.cancel()
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        for group in self.joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
 
     async def dispatch(self, message):
         # Channels hops to its one sync thread before every handler to close stale database
@@ -74,11 +90,42 @@ class ModuleEventsConsumer(AsyncJsonWebsocketConsumer):
             await super().dispatch(message)
 
     async def module_event(self, message):
+        if self.ended:
+            return
+        if time.monotonic() - self.checked_at > RECHECK_SECONDS and not await self.recheck():
+            return
         await self.send_json(message["event"])
 
+    async def access_changed(self, message):
+        """This account's access may have changed (devices/signals.py); its session logged
+        out if ``ended_session`` is this page's: the row is being deleted, nothing to check."""
+        if message["ended_session"] and message["ended_session"] == self.session_key:
+            await self.end()
+        else:
+            await self.recheck()
+
+    async def recheck(self) -> bool:
+        if await self.allowed() is None:
+            await self.end()
+            return False
+        return True
+
+    async def end(self):
+        self.ended = True
+        await self.close()
+
     @database_sync_to_async
-    def may_view(self, user) -> bool:
-        return user.has_perm(VIEW)  # as the pages: devices.access.requires()
+    def allowed(self):
+        """The session's user if it may watch now, else None: the checks a page request goes
+        through (AuthenticationMiddleware's get_user, then access.requires()), on the session
+        as it is in the store now. get_user finds no user for a session that is gone, an
+        inactive account, or a password changed since the session logged in."""
+        self.checked_at = time.monotonic()
+        if not self.session_key:
+            return None
+        store = import_module(settings.SESSION_ENGINE).SessionStore(self.session_key)
+        user = auth.get_user(SimpleNamespace(session=store))
+        return user if user.is_authenticated and user.has_perm(VIEW) else None
 
     @database_sync_to_async
     def recent(self, device_id: str, module_id: str) -> list[dict]:

@@ -1,4 +1,5 @@
-"""Live module events: their shape, their Channels group, and the one place that sends them.
+"""Live module events: their shape, their Channels group, and the one place that sends them
+(and the message telling pages to check again that their session may still watch).
 
 An event is a plain dict (JSON as the page receives it)::
 
@@ -9,14 +10,20 @@ An event is a plain dict (JSON as the page receives it)::
 the module's callback received or the module sent.
 """
 
+import asyncio
 import hashlib
 import json
+import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core import signing
+
+log = logging.getLogger(__name__)
 
 TYPES = (
     "twin.desired_received",
@@ -121,3 +128,40 @@ async def send_module_event(event: ModuleEvent) -> None:
     layer = get_channel_layer()
     group = module_group(event["device_id"], event["module_id"])
     await layer.group_send(group, {"type": "module.event", "event": event})
+
+
+# -- who may watch -------------------------------------------------------------------------
+def user_group(user_id: int) -> str:
+    """The Channels group of one account's open pages."""
+    return f"user.{user_id}"
+
+
+def access_changed(user_ids, ended_session: str = "") -> None:
+    """Tell the open pages of these accounts to check again that they may still watch
+    (handled by ``access_changed``); a page of ``ended_session`` (logged out) just closes.
+
+    Synchronous, for signal handlers (devices/signals.py). A layer that cannot be reached
+    does not fail the change: pages check again by themselves (RECHECK_SECONDS).
+    """
+    layer = get_channel_layer()
+
+    async def send():
+        message = {"type": "access.changed", "ended_session": ended_session}
+        for user_id in set(user_ids):
+            await layer.group_send(user_group(user_id), message)
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        run = async_to_sync(send)
+    else:
+        # Synchronous code inside a running loop's thread (Playwright's sync API in browser
+        # tests) cannot use async_to_sync; a thread of its own has no loop.
+        def run():
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(async_to_sync(send)).result()
+
+    try:
+        run()
+    except Exception:
+        log.exception("Could not tell the pages of users %s to check their session", user_ids)

@@ -178,3 +178,59 @@ LOGGING = {
         "uamqp": {"level": "WARNING"},
     },
 }
+
+# -- security: HTTPS, headers, login throttling -------------------------------------------
+# With DEBUG off, plain http is redirected to https and browsers are told to keep to https
+# (HSTS, a year by default). Behind a TLS-terminating proxy, SECURE_PROXY_SSL_HEADER names
+# the header it sets to "https" (e.g. HTTP_X_FORWARDED_PROTO): only if the proxy always
+# sets it, or a client could claim https. Websockets read it too (devices/origins.py).
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_HSTS_SECONDS = int(env("SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True  # sent only with SECURE_HSTS_SECONDS > 0
+_proxy_ssl_header = env("SECURE_PROXY_SSL_HEADER")
+SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header, "https") if _proxy_ssl_header else None
+# Preloading HSTS is the registered domain owner's decision, submitted by hand, not the app's.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
+
+# Content-Security-Policy (django-csp 4): nothing inline, nothing from elsewhere. 'self'
+# covers the page's own ws:/wss: in CSP Level 3, which the live module page connects to.
+INSTALLED_APPS += ["csp", "axes"]
+MIDDLEWARE += [
+    "csp.middleware.CSPMiddleware",
+    "devices.logins.LockedLoginsWait",
+    "axes.middleware.AxesMiddleware",  # last, as axes requires: turns lockouts into its page
+]
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
+# django-axes: after AXES_FAILURE_LIMIT failed logins for an account (from anywhere) or from
+# a client address (for any account), logins are refused for AXES_COOLOFF_TIME without
+# checking (or hashing) the password (devices/logins.py); a success resets the count.
+# Admins see and clear lockouts in the Django admin (Axes > Access attempts), or
+# `manage.py axes_reset`.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses locked-out logins before hashing
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = 20
+AXES_COOLOFF_TIME = 0.25  # hours: 15 minutes
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+# Attempts while locked are not counted (no database write: a flood of them stays cheap), so
+# the lock ends AXES_COOLOFF_TIME after the last counted failure.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"  # answered with 429
+# Behind a proxy every client has the proxy's address: CLIENT_IP_HEADER names the header
+# (as in request.META, e.g. HTTP_X_FORWARDED_FOR) in which the proxy puts the client's.
+CLIENT_IP_HEADER = env("CLIENT_IP_HEADER")
+AXES_CLIENT_IP_CALLABLE = "devices.logins.client_ip"
+# Its INFO lines are one per login attempt; lockouts are WARNINGs.
+LOGGING["loggers"]["axes"] = {"level": "WARNING"}

@@ -187,6 +187,14 @@ def _fresh_hub_health():
     hub.forget_health()
 
 
+@pytest.fixture(autouse=True)
+def plain_http(settings):
+    """The test client speaks plain http, and pytest-django runs with DEBUG=False, where
+    SECURE_SSL_REDIRECT defaults on: every answer would be a redirect to https. (Dashboard
+    servers the tests start get DEBUG=True; test_settings.py checks the production values.)"""
+    settings.SECURE_SSL_REDIRECT = False
+
+
 @pytest.fixture
 def dashboard_hub(localhub, settings):
     """Point the dashboard at this test's localhub (as `make run` points it at var/)."""

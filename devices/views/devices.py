@@ -12,6 +12,7 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 
@@ -188,6 +189,7 @@ def device_detail(request, device_id):
     return _device_page(request, device_id)
 
 
+@never_cache  # the answer shows a secret key: no copy of it kept in any cache
 @requires(REVEAL_KEYS)
 @require_POST
 @vary_on_headers("HX-Request")

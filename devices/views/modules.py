@@ -14,6 +14,7 @@ from django.core.cache import cache
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
@@ -190,6 +191,7 @@ def module_simulator(request, device_id, module_id):
     return response
 
 
+@never_cache  # the answer shows a secret key: no copy of it kept in any cache
 @requires(REVEAL_KEYS)
 @require_POST
 @vary_on_headers("HX-Request")

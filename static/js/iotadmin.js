@@ -25,6 +25,13 @@ document.addEventListener("click", async (event) => {
   setTimeout(() => { button.textContent = label; }, 2000);
 });
 
+// A form that asks first: <form data-confirm="Question?">. (An inline onsubmit would be
+// refused by the Content-Security-Policy.)
+document.addEventListener("submit", (event) => {
+  const form = event.target.closest("form[data-confirm]");
+  if (form && !confirm(form.dataset.confirm)) event.preventDefault();
+});
+
 // A form being sent says so and is not sent twice: its buttons are marked busy until the
 // answer replaces the page (or, for htmx, the request ends). Buttons are not disabled: a
 // disabled submitter would drop its own name and value from the form. On window, so it runs

@@ -15,7 +15,8 @@ from channels.db import database_sync_to_async
 from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, Permission, User
+from django.contrib.sessions.models import Session
 from django.test import Client
 
 from devices.events import (
@@ -31,6 +32,7 @@ from iotadmin.asgi import application
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LOCAL = (b"origin", b"http://localhost")
+HOST = (b"host", b"localhost")  # what a browser on http://localhost/ sends, with LOCAL
 AT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
@@ -62,12 +64,17 @@ async def layer(request, settings):
     channel_layers.backends = {}
 
 
-def cookie_of(user: User) -> tuple[bytes, bytes]:
-    """The Cookie header of a browser logged in as ``user``."""
+def browser_of(user: User) -> tuple[Client, tuple[bytes, bytes]]:
+    """A test client logged in as ``user``, and the Cookie header of its session."""
     client = Client()
     client.force_login(user)
     session = client.cookies[django_settings.SESSION_COOKIE_NAME].value
-    return b"cookie", f"{django_settings.SESSION_COOKIE_NAME}={session}".encode()
+    return client, (b"cookie", f"{django_settings.SESSION_COOKIE_NAME}={session}".encode())
+
+
+def cookie_of(user: User) -> tuple[bytes, bytes]:
+    """The Cookie header of a browser logged in as ``user``."""
+    return browser_of(user)[1]
 
 
 async_cookie_of = database_sync_to_async(cookie_of)
@@ -79,8 +86,10 @@ def path_of(device_id: str, module_id: str) -> str:
 
 @contextlib.asynccontextmanager
 async def socket(device_id: str, module_id: str, headers):
-    """A websocket on the module's path; yields (communicator, accepted); always closed."""
-    communicator = WebsocketCommunicator(application, path_of(device_id, module_id), headers)
+    """A websocket on the module's path, to Host localhost; yields (communicator, accepted);
+    always closed."""
+    path = path_of(device_id, module_id)
+    communicator = WebsocketCommunicator(application, path, [HOST, *headers])
     try:
         accepted, _ = await communicator.connect(timeout=5)
         yield communicator, accepted
@@ -117,6 +126,128 @@ async def test_accepted_for_every_role(layer, role, make_user):
     cookie = await async_cookie_of(await database_sync_to_async(make_user)(role))
     async with socket("d1", "m1", [LOCAL, cookie]) as (_, accepted):
         assert accepted
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        b"http://localhost:9999",  # another port of the same host
+        b"https://localhost",  # another scheme
+        b"ws://localhost",
+    ],
+)
+async def test_refused_from_another_scheme_or_port(layer, viewer_cookie, origin):
+    async with socket("d1", "m1", [(b"origin", origin), viewer_cookie]) as (_, accepted):
+        assert not accepted
+
+
+async def test_the_origin_includes_the_port_the_page_was_served_on(layer, viewer_cookie):
+    served = [(b"host", b"localhost:8000"), viewer_cookie]
+    path = path_of("d1", "m1")
+    for origin, accepted in [(b"http://localhost:8000", True), (b"http://localhost", False)]:
+        page = WebsocketCommunicator(application, path, [*served, (b"origin", origin)])
+        assert (await page.connect(timeout=5))[0] is accepted, origin
+        await page.disconnect()
+
+
+async def test_behind_a_tls_proxy_the_public_https_origin_is_accepted(
+    layer, viewer_cookie, settings
+):
+    """The proxy says https (SECURE_PROXY_SSL_HEADER), or its origin is trusted."""
+    settings.ALLOWED_HOSTS = ["iotadmin.example.com", "web-1.internal"]
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.CSRF_TRUSTED_ORIGINS = ["https://iotadmin.example.com"]
+    public = (b"origin", b"https://iotadmin.example.com")
+    plain = (b"origin", b"http://iotadmin.example.com")
+    path = path_of("d1", "m1")
+    cases = [
+        ([(b"host", b"iotadmin.example.com"), (b"x-forwarded-proto", b"https"), public], True),
+        ([(b"host", b"iotadmin.example.com"), (b"x-forwarded-proto", b"https"), plain], False),
+        ([(b"host", b"web-1.internal:8000"), public], True),  # the proxy rewrote Host
+    ]
+    for headers, expected in cases:
+        page = WebsocketCommunicator(application, path, [*headers, viewer_cookie])
+        assert (await page.connect(timeout=5))[0] is expected, headers
+        await page.disconnect()
+
+
+# -- when access ends, the socket closes ---------------------------------------------------
+async def assert_closed(page):
+    """The server closed the socket (and sends nothing else)."""
+    assert (await page.receive_output(timeout=5))["type"] == "websocket.close"
+    assert await page.receive_nothing(timeout=0.3)
+
+
+@pytest.fixture
+async def viewer_browser(make_user):
+    """(test client logged in as a viewer, its Cookie header)."""
+    return await database_sync_to_async(browser_of)(
+        await database_sync_to_async(make_user)("viewer")
+    )
+
+
+async def test_logging_out_closes_that_sessions_sockets_only(layer, viewer_browser):
+    browser, cookie = viewer_browser
+    viewer = await User.objects.aget(username="viewer-user")
+    other_cookie = await async_cookie_of(viewer)  # the same account in another browser
+    async with (
+        socket("d1", "m1", [LOCAL, cookie]) as (page, accepted),
+        socket("d1", "m1", [LOCAL, other_cookie]) as (other_page, other_accepted),
+    ):
+        assert accepted and other_accepted
+        assert (await database_sync_to_async(browser.post)("/logout/")).status_code == 302
+        sent = make_event("twin.desired_received", "d1", "m1", 2, {"secret": "twin"})
+        await send_module_event(sent)
+
+        await assert_closed(page)
+        assert await other_page.receive_json_from(timeout=5) == sent
+
+
+def change_password(user):
+    user.set_password("another horse battery staple")
+    user.save()
+
+
+def deactivate(user):
+    user.is_active = False
+    user.save()
+
+
+def remove_role(user):
+    user.groups.remove(Group.objects.get(name="viewer"))
+
+
+def take_view_from_the_role(user):
+    Group.objects.get(name="viewer").permissions.remove(
+        Permission.objects.get(codename="view_device")
+    )
+
+
+def delete_the_session(user):
+    """Not a logout: nothing tells the page; it finds out by checking again."""
+    Session.objects.all().delete()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [change_password, deactivate, remove_role, take_view_from_the_role, delete_the_session],
+)
+async def test_a_socket_closes_when_its_account_loses_access(
+    layer, viewer_browser, change, monkeypatch
+):
+    if change is delete_the_session:
+        monkeypatch.setattr("devices.consumers.RECHECK_SECONDS", 0)
+    _, cookie = viewer_browser
+    viewer = await User.objects.aget(username="viewer-user")
+    async with socket("d1", "m1", [LOCAL, cookie]) as (page, accepted):
+        assert accepted
+        await database_sync_to_async(change)(viewer)
+        await send_module_event(make_event("twin.reported_sent", "d1", "m1", 3, {"x": 1}))
+
+        await assert_closed(page)
+
+    async with socket("d1", "m1", [LOCAL, cookie]) as (_, accepted):
+        assert not accepted
 
 
 # -- what arrives --------------------------------------------------------------------------

@@ -497,3 +497,11 @@ def test_disabling_and_rekeying_an_edge_device_keeps_its_edge_capability(
     device = registry.get_device("edge-1")
     assert device.status == "disabled"
     assert device.capabilities.iot_edge is True
+
+
+@pytest.mark.parametrize("htmx", [{"HTTP_HX_REQUEST": "true"}, {}], ids=["htmx", "page"])
+def test_a_revealed_string_is_never_stored_by_a_cache(client_as, operator, sensor, htmx):
+    response = client_as(operator).post(url("device-connection-string", sensor, "primary"), **htmx)
+
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"] and "private" in response["Cache-Control"]

@@ -378,3 +378,11 @@ def test_only_admins_delete_modules(client_as, make_user, thermo, registry, role
     assert client.get(url("module-delete", *thermo)).status_code == 403
     assert client.post(url("module-delete", *thermo), {"etag": etag}).status_code == 403
     assert [m.module_id for m in registry.get_modules("sensor-1")] == ["thermo"]
+
+
+@pytest.mark.parametrize("htmx", [{"HTTP_HX_REQUEST": "true"}, {}], ids=["htmx", "page"])
+def test_a_revealed_string_is_never_stored_by_a_cache(client_as, operator, thermo, htmx):
+    response = client_as(operator).post(url("module-connection-string", *thermo, "primary"), **htmx)
+
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"] and "private" in response["Cache-Control"]

@@ -121,6 +121,59 @@ def test_redis_url_switches_the_channel_layer(tmp_path):
     assert got["layer"]["CONFIG"]["hosts"] == ["redis://cache.example:6380/2"]
 
 
+# A production environment as `make check-deploy` (and CI) gives it.
+PRODUCTION = {
+    "DEBUG": "False",
+    "SECRET_KEY": "check-deploy-only-never-a-real-key-0123456789abcdefghij",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "ALLOWED_HOSTS": "iotadmin.example.com",
+    "SECURE_COOKIES": "True",
+}
+
+
+def test_a_production_environment_passes_the_deploy_checks(tmp_path):
+    done = run(
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], tmp_path, **PRODUCTION
+    )
+
+    assert done.returncode == 0, done.stderr
+
+
+def security_in(tmp_path, **env) -> dict:
+    code = (
+        "import json; from iotadmin import settings as s; print(json.dumps({n: getattr(s, n)"
+        " for n in ['SECURE_SSL_REDIRECT', 'SECURE_HSTS_SECONDS', 'SECURE_PROXY_SSL_HEADER']}))"
+    )
+    done = run(["-c", code], tmp_path, **env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_https_is_required_in_production_unless_turned_off(tmp_path):
+    production = security_in(tmp_path, **PRODUCTION)
+    development = security_in(tmp_path, DEBUG="True")
+    behind_a_proxy = security_in(
+        tmp_path,
+        **PRODUCTION,
+        SECURE_SSL_REDIRECT="False",
+        SECURE_HSTS_SECONDS="60",
+        SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO",
+    )
+
+    assert production == {
+        "SECURE_SSL_REDIRECT": True,
+        "SECURE_HSTS_SECONDS": 31536000,
+        "SECURE_PROXY_SSL_HEADER": None,
+    }
+    assert development["SECURE_SSL_REDIRECT"] is False
+    assert development["SECURE_HSTS_SECONDS"] == 0
+    assert behind_a_proxy == {
+        "SECURE_SSL_REDIRECT": False,
+        "SECURE_HSTS_SECONDS": 60,
+        "SECURE_PROXY_SSL_HEADER": ["HTTP_X_FORWARDED_PROTO", "https"],
+    }
+
+
 def test_env_example_lists_every_variable_the_settings_read():
     source = (REPO / "iotadmin" / "settings.py").read_text()
     read = set(re.findall(r"""(?:env|envbool|environ\.get)\(\s*["']([A-Z_]+)["']""", source))
