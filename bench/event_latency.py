@@ -129,6 +129,7 @@ def django_env(work: Path, hub_dir: Path) -> dict:
         LOCALHUB_DIR=str(hub_dir),
         SECRET_KEY=secrets.token_urlsafe(50),
         ALLOWED_HOSTS="127.0.0.1",
+        DEBUG="True",  # as `make run` serves: runserver, plain http
         LOG_LEVEL="WARNING",
     )
     return env

@@ -49,7 +49,11 @@ class SecretsFilter(SafeExceptionReporterFilter):
 
     def cleanse_setting(self, key, value):
         cleansed = super().cleanse_setting(key, value)
-        return scrub(cleansed) if isinstance(cleansed, str) else cleansed
+        if not isinstance(cleansed, str):
+            return cleansed
+        text = str(cleansed)  # a lazy string (some settings are) is no str to re.sub
+        scrubbed = scrub(text)
+        return cleansed if scrubbed == text else scrubbed
 
     def get_post_parameters(self, request):
         """POST fields named like secrets (primary_key, secondary_key, password) hidden

@@ -39,8 +39,8 @@ def _development_secret_key() -> str:
 
 
 # Off unless asked for: the debug page shows settings and local variables. `make run` asks
-# (its server binds 127.0.0.1); even then only loopback clients see it, scrubbed of secrets
-# (iotadmin/error_reports.py).
+# (its server binds 127.0.0.1); even then only signed-in staff on loopback see it, scrubbed
+# of secrets (iotadmin/error_reports.py).
 DEBUG = envbool("DEBUG", False)
 SECRET_KEY = env("SECRET_KEY") or _development_secret_key()
 SECRET_KEY_IS_DEFAULT = not env("SECRET_KEY")
