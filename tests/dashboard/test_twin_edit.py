@@ -195,6 +195,27 @@ def test_twin_rule_violations_are_reported_per_key_before_anything_is_sent(
     assert not AuditEntry.objects.exists()
 
 
+def test_lone_surrogates_are_refused_by_both_editors_and_the_page_still_opens(
+    target, registry, operator, client_as
+):
+    """JSON lets "\\ud800" stand alone; UTF-8 cannot hold it, so neither can the twin."""
+    client = client_as(operator)
+    etag = hub_twin(registry, target)["etag"]
+    data = posted(client.get(url("twin-json", target)).context["form"])
+    data["desired"] = '{"ok": "\\ud800", "\\udc00key": 1}'
+    rows = posted(client.get(url("twin-form", target)).context["form"])
+    rows.update({"rows-0-key": "x", "rows-0-type": "json", "rows-0-value": '"a\\ud800"'})
+
+    as_json = text(client.post(url("twin-json", target), data))
+    as_rows = text(client.post(url("twin-form", target), rows))
+
+    assert "ok: string contains a lone surrogate (U+D800)" in as_json
+    assert "key contains a lone surrogate (U+DC00)" in as_json
+    assert "string contains a lone surrogate (U+D800)" in as_rows
+    assert hub_twin(registry, target)["etag"] == etag
+    assert client.get(url("detail", target)).status_code == 200
+
+
 @module_only
 def test_replace_refuses_null_per_key(target, registry, operator, client_as):
     client = client_as(operator)
