@@ -56,11 +56,11 @@ class LocalHub:
     _runner: web.AppRunner | None = None
 
     @classmethod
-    async def start(cls, settings: Settings) -> "LocalHub":
+    async def start(cls, settings: Settings, store_class: type[Store] = Store) -> "LocalHub":
         data_dir = settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         ca_file, cert_file, key_file = certs.ensure(data_dir, settings.host)
-        store = Store(data_dir / "hub.sqlite3")
+        store = store_class(data_dir / "hub.sqlite3")
         policies = _policies(store)
         hub = Hub(store, settings.host, settings.https_port, policies)
         conn_str = service_connection_string(
