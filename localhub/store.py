@@ -15,6 +15,8 @@ from pathlib import Path
 
 import orjson
 
+from . import files
+
 log = logging.getLogger("localhub.store")
 
 SCHEMA = """
@@ -44,12 +46,16 @@ def encode(record: dict) -> bytes:
 
 class Store:
     def __init__(self, path: Path):
+        # SQLite gives the -wal and -shm files the database file's mode, so a database
+        # made private before the first connect keeps all three private.
+        files.create_private(path)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: the WAL is fsynced at every commit, so an acknowledged write survives
         # a power cut, not just a crash of this process.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        files.tighten(*(path.with_name(path.name + end) for end in ("-wal", "-shm")))
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="localhub-store")
         self._pending: dict[Key, bytes | None] = {}
         self._waiters: list[tuple[asyncio.Future, Settled | None]] = []
