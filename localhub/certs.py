@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .files import tighten, write_private
+
 VALID_DAYS = 3650
 
 
@@ -34,11 +36,6 @@ def _key_pem(key) -> bytes:
     )
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-    path.chmod(0o600)
-
-
 def _make_ca(data_dir: Path):
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhub private CA")])
@@ -58,8 +55,8 @@ def _make_ca(data_dir: Path):
         )
         .sign(key, hashes.SHA256())
     )
-    _write_private(data_dir / "ca-key.pem", _key_pem(key))
-    (data_dir / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_private(data_dir / "ca-key.pem", _key_pem(key))
+    write_private(data_dir / "ca.pem", cert.public_bytes(serialization.Encoding.PEM))
     return key, cert
 
 
@@ -79,6 +76,7 @@ def ensure(data_dir: Path, host: str) -> tuple[Path, Path, Path]:
     """
     ca_path, ca_key_path = data_dir / "ca.pem", data_dir / "ca-key.pem"
     cert_path, key_path = data_dir / "server.pem", data_dir / "server-key.pem"
+    tighten(ca_path, ca_key_path, cert_path, key_path)
     if ca_path.exists() and ca_key_path.exists():
         ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
         ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
@@ -101,9 +99,10 @@ def ensure(data_dir: Path, host: str) -> tuple[Path, Path, Path]:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
-        _write_private(key_path, _key_pem(key))
-        cert_path.write_bytes(
+        write_private(key_path, _key_pem(key))
+        write_private(
+            cert_path,
             cert.public_bytes(serialization.Encoding.PEM)
-            + ca_cert.public_bytes(serialization.Encoding.PEM)
+            + ca_cert.public_bytes(serialization.Encoding.PEM),
         )
     return ca_path, cert_path, key_path

@@ -1,7 +1,11 @@
 """The hub's state and every operation on it, shared by the HTTPS and MQTT endpoints.
 
 State lives in memory (one asyncio loop owns it, so a check and the change it guards run
-without interruption) and every change is written to the store before it is acknowledged.
+without interruption). A write is checked and serialised against the latest state, queued
+for the store, and made visible (to readers, in its answer, to the device) only once it is
+on disk, in commit order: nothing a client saw can be lost in a crash. Writes that come
+while one is queued build on it, so If-Match sees every earlier write; when a commit
+fails, it and everything queued after it are dropped and answered with an error.
 """
 
 import asyncio
@@ -10,13 +14,16 @@ import binascii
 import bisect
 import itertools
 import json
+import logging
 from collections import deque
 
 from . import json_input, sas, twin, twin_rules
 from .errors import HubError, bad_request
 from .identities import MAX_MODULES_PER_DEVICE, MAX_STATUS_REASON, Identity, check_id, keys_from
 from .query import QueryError, parse_query
-from .store import Store
+from .store import Key, Store, encode
+
+log = logging.getLogger("localhub")
 
 TELEMETRY_BUFFER = 10_000
 # Bytes of topic and payload the buffer may hold: 10,000 legal 256 KB messages would be 2.6 GB.
@@ -70,6 +77,22 @@ def _resume_point(state, collection: str):
     return after, sent
 
 
+def _encode(record: dict) -> bytes:
+    try:
+        return encode(record)
+    except ValueError as e:  # before anything changed: the write is simply refused
+        raise bad_request(f"the change cannot be stored: {e}") from e
+
+
+async def _stored(*saves: asyncio.Future) -> None:
+    """Wait for commits; a failed one is the hub's error, and changed nothing."""
+    results = await asyncio.gather(*saves, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        log.error("a write was not stored: %r", failed[0])
+        raise HubError("ServerError", "the hub could not store the change; nothing changed")
+
+
 def _twin_input(body, name: str) -> dict | None:
     if body is None:
         return None
@@ -93,7 +116,15 @@ class Hub:
         # Identities whose connection times changed since they were last stored; those
         # are not acknowledged writes, so they go to disk with the next write or at stop.
         self._touched: set[Identity] = set()
+        # Creations and deletions queued but not yet committed, newest per key: the
+        # identity that will exist (None: none will), tagged with the change it came from.
+        self._members: dict[Key, tuple[object, Identity | None]] = {}
         rows = store.load()
+        # One epoch per start, stored before serving (see twin.next_etag). A data dir
+        # from before epochs has counters that a crash may have reissued: not epoch 0.
+        saved = store.setting("etagEpoch")
+        self.etag_epoch = int(saved) + 1 if saved is not None else int(bool(rows))
+        store.set_setting("etagEpoch", str(self.etag_epoch))
         for device_id, module_id, record in rows:
             if not module_id:
                 self.devices[device_id] = Identity(device_id, "", record)
@@ -126,29 +157,95 @@ class Hub:
     def _changed_membership(self) -> None:
         self._sorted.clear()
 
-    async def _save(self, ident: Identity) -> None:
-        await self.store.put(ident.key, ident.record)
+    # -- writes: staged, then visible once committed --------------------------------------
+    def _latest(self, device_id: str, module_id: str = "") -> Identity | None:
+        """The identity writes see, with every queued creation and deletion applied."""
+        staged = self._members.get((device_id, module_id))
+        if staged is not None:
+            return staged[1]
+        device = self.devices.get(device_id)
+        if device is None or not module_id:
+            return device
+        return device.modules.get(module_id)
+
+    def _writable(self, device_id: str, module_id: str = "") -> Identity:
+        ident = self._latest(device_id, module_id)
+        if ident is None:
+            if module_id and self._latest(device_id) is not None:
+                raise HubError(
+                    "ModuleNotFound", f"Module {module_id!r} was not found on device {device_id!r}"
+                )
+            raise HubError("DeviceNotFound", f"Device {device_id!r} was not found")
+        return ident
+
+    def _latest_module_ids(self, device: Identity) -> list[str]:
+        ids = dict.fromkeys(device.modules)
+        for (device_id, module_id), (_, ident) in self._members.items():
+            if device_id == device.device_id and module_id:
+                if ident is None:
+                    ids.pop(module_id, None)
+                else:
+                    ids[module_id] = None
+        return list(ids)
+
+    def _stage(self, ident: Identity, record: dict, then=None) -> asyncio.Future:
+        """Queue ``record`` as the identity's next state; once it is on disk it becomes
+        ``ident.record`` and ``then()`` runs (in commit order: notify the device there)."""
+        data = _encode(record)
+        ident.staged = record
+        self._touched.discard(ident)  # its connection times go with this record
+
+        def settled(error):
+            if error is not None:
+                ident.staged = None  # what was staged after it failed with it
+                self._touched.add(ident)
+                return
+            ident.record = record
+            if ident.staged is record:
+                ident.staged = None
+            if then is not None:
+                then()
+
+        return self.store.put(ident.key, data, settled)
+
+    def _stage_member(self, key: Key, ident: Identity | None, then) -> asyncio.Future:
+        """Queue the creation (``ident``) or deletion (None) of ``key``; ``then()`` changes
+        the membership readers see, once it is on disk."""
+        data = None if ident is None else _encode(ident.record)
+        change = object()
+        self._members[key] = (change, ident)
+
+        def settled(error):
+            if error is not None or self._members.get(key, (None,))[0] is change:
+                self._members.pop(key, None)
+            if error is None:
+                then()
+                self._changed_membership()
+
+        if data is None:
+            return self.store.delete(key, settled)
+        return self.store.put(key, data, settled)
+
+    def _next_etag(self, previous: int) -> int:
+        return twin.next_etag(previous, self.etag_epoch)
+
+    def _with_identity(self, rec: dict, fields: dict) -> dict:
+        return {**rec, "identity": fields, "identityEtag": self._next_etag(rec["identityEtag"])}
 
     async def save_connection_times(self) -> None:
-        alive = [i for i in self._touched if self._exists(i)]
+        alive = [i for i in self._touched if self._latest(i.device_id, i.module_id) is i]
         self._touched.clear()
-        await asyncio.gather(*(self.store.put(i.key, i.record) for i in alive))
-
-    def _exists(self, ident: Identity) -> bool:
-        device = self.devices.get(ident.device_id)
-        if not ident.module_id:
-            return device is ident
-        return device is not None and device.modules.get(ident.module_id) is ident
+        await asyncio.gather(*(self._stage(i, dict(i.latest)) for i in alive))
 
     # -- service side: identities -----------------------------------------------------
-    def _device_fields(self, body: dict, current: Identity | None, now: str):
+    def _device_fields(self, body: dict, current: dict | None, now: str):
         status = body.get("status") or "enabled"
         if status not in ("enabled", "disabled"):
             raise bad_request("status must be 'enabled' or 'disabled'")
         reason = body.get("statusReason")
         if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_STATUS_REASON):
             raise bad_request(f"statusReason must be a string of at most {MAX_STATUS_REASON}")
-        old = current.record["identity"] if current else {}
+        old = current["identity"] if current else {}
         capabilities = body.get("capabilities") or {}
         return {
             "status": status,
@@ -176,44 +273,56 @@ class Hub:
         check_id("deviceId", device_id)
         body = self._check_body_ids(body, device_id)
         now = twin.utcnow()
-        current = self.devices.get(device_id)
         if if_match is None:
-            if current is not None:
+            if self._latest(device_id) is not None:
                 raise HubError("DeviceAlreadyExists", f"A device with ID {device_id!r} exists")
             ident = Identity.new(device_id, "", self._device_fields(body, None, now), now)
-            self.devices[device_id] = ident
-            self._changed_membership()
+            record = ident.record
+
+            def created():
+                self.devices[device_id] = ident
+
+            saved = self._stage_member(ident.key, ident, created)
         else:
-            ident = self.device(device_id)
-            if not etag_matches(if_match, twin.identity_etag(ident.record["identityEtag"])):
+            ident = self._writable(device_id)
+            rec = ident.latest
+            if not etag_matches(if_match, twin.identity_etag(rec["identityEtag"])):
                 raise HubError("PreconditionFailed", "The device's etag does not match If-Match")
-            ident.record["identity"] = self._device_fields(body, ident, now)
-            ident.record["identityEtag"] += 1
-            if ident.record["identity"]["status"] == "disabled":
-                self._disconnect_device(ident, "device disabled")
-        await self._save(ident)
-        return ident.rest_identity()
+            fields = self._device_fields(body, rec, now)
+            record = self._with_identity(rec, fields)
+
+            def updated():
+                if fields["status"] == "disabled":
+                    self._disconnect_device(ident, "device disabled")
+
+            saved = self._stage(ident, record, updated)
+        await _stored(saved)
+        return ident.rest_identity(record)
 
     def list_devices(self, top: int | None) -> list[dict]:
         devices = list(self.devices.values())[: top if top is not None else None]
         return [d.rest_identity() for d in devices]
 
     async def delete_device(self, device_id: str, if_match: str | None) -> None:
-        ident = self.device(device_id)
-        if not etag_matches(if_match, twin.identity_etag(ident.record["identityEtag"])):
+        ident = self._writable(device_id)
+        if not etag_matches(if_match, twin.identity_etag(ident.latest["identityEtag"])):
             raise HubError("PreconditionFailed", "The device's etag does not match If-Match")
-        self._disconnect_device(ident, "device deleted")
-        del self.devices[device_id]
-        self._changed_membership()
-        waits = [self.store.delete(m.key) for m in ident.modules.values()]
-        waits.append(self.store.delete(ident.key))
-        await asyncio.gather(*waits)
+
+        def deleted():
+            if self.devices.get(device_id) is ident:
+                self._disconnect_device(ident, "device deleted")
+                del self.devices[device_id]
+
+        modules = [(device_id, m) for m in self._latest_module_ids(ident)]
+        waits = [self._stage_member(key, None, lambda: None) for key in modules]
+        waits.append(self._stage_member(ident.key, None, deleted))
+        await _stored(*waits)
 
     async def put_module(self, device_id: str, module_id: str, body, if_match: str | None):
         check_id("moduleId", module_id)
         body = self._check_body_ids(body, device_id, module_id)
-        device = self.device(device_id)
-        current = device.modules.get(module_id)
+        device = self._writable(device_id)
+        current = self._latest(device_id, module_id)
         managed_by = body.get("managedBy")
         if managed_by is not None and not isinstance(managed_by, str):
             raise bad_request("managedBy must be a string")
@@ -223,7 +332,7 @@ class Hub:
                     "ModuleAlreadyExistsOnDevice",
                     f"A module with ID {module_id!r} exists on device {device_id!r}",
                 )
-            if len(device.modules) >= MAX_MODULES_PER_DEVICE:
+            if len(self._latest_module_ids(device)) >= MAX_MODULES_PER_DEVICE:
                 raise HubError(
                     "TooManyModulesOnDevice",
                     f"Device {device_id!r} already has {MAX_MODULES_PER_DEVICE} modules",
@@ -233,29 +342,39 @@ class Hub:
                 "authentication": {"symmetricKey": keys_from(body)},
             }
             ident = Identity.new(device_id, module_id, fields, twin.utcnow())
-            device.modules[module_id] = ident
-            self._changed_membership()
+            record = ident.record
+
+            def created():
+                device.modules[module_id] = ident
+
+            saved = self._stage_member(ident.key, ident, created)
         else:
-            ident = self.identity(device_id, module_id)
-            if not etag_matches(if_match, twin.identity_etag(ident.record["identityEtag"])):
+            ident = self._writable(device_id, module_id)
+            rec = ident.latest
+            if not etag_matches(if_match, twin.identity_etag(rec["identityEtag"])):
                 raise HubError("PreconditionFailed", "The module's etag does not match If-Match")
-            ident.record["identity"] = {
+            fields = {
                 "managedBy": managed_by,
                 "authentication": {"symmetricKey": keys_from(body)},
             }
-            ident.record["identityEtag"] += 1
-        await self._save(ident)
-        return ident.rest_identity()
+            record = self._with_identity(rec, fields)
+            saved = self._stage(ident, record)
+        await _stored(saved)
+        return ident.rest_identity(record)
 
     async def delete_module(self, device_id: str, module_id: str, if_match: str | None) -> None:
-        ident = self.identity(device_id, module_id)
-        if not etag_matches(if_match, twin.identity_etag(ident.record["identityEtag"])):
+        ident = self._writable(device_id, module_id)
+        if not etag_matches(if_match, twin.identity_etag(ident.latest["identityEtag"])):
             raise HubError("PreconditionFailed", "The module's etag does not match If-Match")
-        if ident.connection is not None:
-            ident.connection.close("module deleted")
-        del self.devices[device_id].modules[module_id]
-        self._changed_membership()
-        await self.store.delete(ident.key)
+
+        def deleted():
+            device = self.devices.get(device_id)
+            if device is not None and device.modules.get(module_id) is ident:
+                if ident.connection is not None:
+                    ident.connection.close("module deleted")
+                del device.modules[module_id]
+
+        await _stored(self._stage_member(ident.key, None, deleted))
 
     def _disconnect_device(self, device: Identity, reason: str) -> None:
         for ident in (device, *device.modules.values()):
@@ -269,10 +388,11 @@ class Hub:
 
     async def write_twin(self, device_id: str, module_id: str, body, if_match, *, replace: bool):
         """PATCH (merge, null deletes) or PUT (replace) of tags and desired properties."""
-        ident = self.identity(device_id, module_id)
+        ident = self._writable(device_id, module_id)
+        owner = self._writable(device_id) if module_id else None  # whose status it shows
         if not isinstance(body, dict):
             raise bad_request("the twin must be a JSON object")
-        rec = ident.record
+        rec = ident.latest
         if not etag_matches(if_match, twin.etag_of_counter(rec["twinEtag"])):
             raise HubError("PreconditionFailed", "The twin's etag does not match If-Match")
         tags = _twin_input(body.get("tags"), "tags")
@@ -310,13 +430,20 @@ class Hub:
             else:
                 notification = desired
             notification = {**notification, "$version": new_desired["$version"]}
-        rec["tags"], rec["desired"] = new_tags, new_desired
-        rec["twinVersion"] += 1
-        rec["twinEtag"] += 1
-        await self._save(ident)
-        if notification is not None and ident.connection is not None:
-            ident.connection.desired_changed(notification)
-        return self.get_twin(device_id, module_id)
+        record = {
+            **rec,
+            "tags": new_tags,
+            "desired": new_desired,
+            "twinVersion": rec["twinVersion"] + 1,
+            "twinEtag": self._next_etag(rec["twinEtag"]),
+        }
+
+        def notify():
+            if notification is not None and ident.connection is not None:
+                ident.connection.desired_changed(notification)
+
+        await _stored(self._stage(ident, record, notify))
+        return ident.rest_twin(owner, record)
 
     # -- service side: query, statistics, methods -------------------------------------
     def _keys(self, collection: str) -> list:
@@ -463,18 +590,17 @@ class Hub:
         if old is not None and old is not connection:
             old.close("a new connection for the same identity")
         now = twin.utcnow()
-        ident.record["connectionStateUpdatedTime"] = now
-        ident.record["lastActivityTime"] = now
+        ident.stamp(connectionStateUpdatedTime=now, lastActivityTime=now)
         self._touched.add(ident)
 
     def detach(self, ident: Identity, connection) -> None:
         if ident.connection is connection:
             ident.connection = None
-            ident.record["connectionStateUpdatedTime"] = twin.utcnow()
+            ident.stamp(connectionStateUpdatedTime=twin.utcnow())
             self._touched.add(ident)
 
     def touch(self, ident: Identity) -> None:
-        ident.record["lastActivityTime"] = twin.utcnow()
+        ident.stamp(lastActivityTime=twin.utcnow())
         self._touched.add(ident)
 
     def device_twin(self, ident: Identity) -> bytes:
@@ -487,27 +613,38 @@ class Hub:
         }
         return json.dumps(doc).encode()
 
+    def _still_there(self, ident: Identity) -> None:
+        """Refuse a device's write to an identity whose deletion is queued: staged after
+        it, the write would bring the identity back."""
+        if self._latest(ident.device_id, ident.module_id) is not ident:
+            raise HubError("DeviceNotFound", f"{ident.label} is being deleted")
+
     def patch_reported(self, ident: Identity, patch) -> tuple[int, asyncio.Future]:
-        """Apply a reported patch now; the future resolves once it is on disk."""
+        """Queue a reported patch: (the ``$version`` it makes, a future that resolves once
+        it is on disk, when the twin shows it)."""
+        self._still_there(ident)
         if not isinstance(patch, dict):
             raise bad_request("reported properties must be a JSON object")
         problems = twin_rules.check_patch("reported", patch)
         if problems:
             raise bad_request(str(twin_rules.TwinRuleError(problems)))
-        rec = ident.record
+        rec = ident.latest
         reported = twin.patch_section(rec["reported"], patch, twin.utcnow(), desired=False)
         problems = twin_rules.check_size("reported", reported)
         if problems:
             raise bad_request(str(twin_rules.TwinRuleError(problems)))
-        rec["reported"] = reported
-        rec["twinVersion"] += 1
-        rec["twinEtag"] += 1
-        rec["lastActivityTime"] = reported["$metadata"]["$lastUpdated"]
-        return reported["$version"], self.store.put(ident.key, rec)
+        record = {
+            **rec,
+            "reported": reported,
+            "twinVersion": rec["twinVersion"] + 1,
+            "twinEtag": self._next_etag(rec["twinEtag"]),
+            "lastActivityTime": reported["$metadata"]["$lastUpdated"],
+        }
+        return reported["$version"], self._stage(ident, record)
 
     def save_session(self, ident: Identity, filters: list[str]) -> asyncio.Future:
-        ident.record["session"] = filters
-        return self.store.put(ident.key, ident.record)
+        self._still_there(ident)
+        return self._stage(ident, {**ident.latest, "session": filters})
 
     def method_response(self, ident: Identity, rid: str, status: int, body: bytes) -> None:
         waiting = self._methods.get(rid)

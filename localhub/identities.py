@@ -67,16 +67,35 @@ def generation_id() -> str:
 
 
 class Identity:
-    """One device or module: its persisted ``record`` plus live connection state."""
+    """One device or module: its persisted ``record`` plus live connection state.
 
-    __slots__ = ("connection", "device_id", "module_id", "modules", "record")
+    ``record`` is the committed state, the only one readers, answers and the device see;
+    ``staged`` is the newest record queued for commit (built on ``record``), which later
+    writes build on. A record is never changed in place once made, except for the
+    connection times (``stamp``), so a committed and a staged record may share parts.
+    """
+
+    __slots__ = ("connection", "device_id", "module_id", "modules", "record", "staged")
 
     def __init__(self, device_id: str, module_id: str, record: dict):
         self.device_id = device_id
         self.module_id = module_id  # '' for a device
         self.record = record
+        self.staged: dict | None = None
         self.connection = None  # the MQTT connection that owns this identity, if any
-        self.modules: dict[str, Identity] = {}  # only for devices
+        self.modules: dict[str, Identity] = {}  # only for devices (committed ones)
+
+    @property
+    def latest(self) -> dict:
+        """The record writes build on: the staged one if any, else the committed one."""
+        return self.record if self.staged is None else self.staged
+
+    def stamp(self, **times: str) -> None:
+        """Set connection times, which are not acknowledged writes: on the committed
+        record and on the staged one, so the commit of the latter does not undo them."""
+        self.record.update(times)
+        if self.staged is not None:
+            self.staged.update(times)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -114,7 +133,7 @@ class Identity:
 
     # -- REST shapes -------------------------------------------------------------------
     def _connection_fields(self) -> dict:
-        rec = self.record
+        rec = self.record  # live fields: as of now, whatever record an answer shows
         return {
             "connectionState": "Connected" if self.connected else "Disconnected",
             "connectionStateUpdatedTime": rec["connectionStateUpdatedTime"],
@@ -122,16 +141,21 @@ class Identity:
             "cloudToDeviceMessageCount": 0,
         }
 
-    def _authentication(self) -> dict:
-        primary, secondary = self.keys
+    @staticmethod
+    def _authentication(rec: dict) -> dict:
+        sym = rec["identity"]["authentication"]["symmetricKey"]
+        primary, secondary = sym["primaryKey"], sym["secondaryKey"]
         return {
             "symmetricKey": {"primaryKey": primary, "secondaryKey": secondary},
             "x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None},
             "type": "sas",
         }
 
-    def rest_identity(self) -> dict:
-        rec, fields = self.record, self.record["identity"]
+    def rest_identity(self, rec: dict | None = None) -> dict:
+        """The identity as the REST API shows it: committed, or as of ``rec``, the record
+        a write committed (the answer to that write)."""
+        rec = self.record if rec is None else rec
+        fields = rec["identity"]
         doc = {"deviceId": self.device_id}
         if self.module_id:
             doc["moduleId"] = self.module_id
@@ -146,12 +170,13 @@ class Identity:
             doc["capabilities"] = {"iotEdge": fields.get("iotEdge", False)}
             doc["deviceScope"] = fields.get("deviceScope")
             doc["parentScopes"] = fields.get("parentScopes") or []
-        doc["authentication"] = self._authentication()
+        doc["authentication"] = self._authentication(rec)
         return doc
 
-    def rest_twin(self, device: "Identity | None" = None) -> dict:
-        """The twin as the service API returns it. Modules take status from their device."""
-        rec = self.record
+    def rest_twin(self, device: "Identity | None" = None, rec: dict | None = None) -> dict:
+        """The twin as the service API returns it (committed, or as of ``rec``, see
+        rest_identity). Modules take status from their device."""
+        rec = self.record if rec is None else rec
         owner = device.record["identity"] if device is not None else rec["identity"]
         doc = {"deviceId": self.device_id}
         if self.module_id:

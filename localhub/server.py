@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import certs
+from . import certs, files
 from .admission import Admission
 from .hub import POLICY_PERMISSIONS, Hub
 from .identities import new_key
@@ -55,18 +55,17 @@ class LocalHub:
     _runner: web.AppRunner | None = None
 
     @classmethod
-    async def start(cls, settings: Settings) -> "LocalHub":
+    async def start(cls, settings: Settings, store_class: type[Store] = Store) -> "LocalHub":
         data_dir = settings.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        files.private_dir(data_dir)
         ca_file, cert_file, key_file = certs.ensure(data_dir, settings.host)
-        store = Store(data_dir / "hub.sqlite3")
+        store = store_class(data_dir / "hub.sqlite3")
         policies = _policies(store)
         hub = Hub(store, settings.host, settings.https_port, policies)
         conn_str = service_connection_string(
             settings.host, settings.https_port, "iothubowner", policies["iothubowner"][0]
         )
-        (data_dir / "connection-string").write_text(conn_str + "\n")
-        (data_dir / "connection-string").chmod(0o600)
+        files.write_private(data_dir / "connection-string", f"{conn_str}\n".encode())
 
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.minimum_version = ssl.TLSVersion.TLSv1_2  # the device SDK speaks only 1.2

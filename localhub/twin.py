@@ -117,6 +117,17 @@ def without_nulls(value):
     return value
 
 
+EPOCH_SHIFT = 32
+
+
+def next_etag(previous: int, epoch: int) -> int:
+    """The etag number a write after ``previous`` gets while the hub runs in ``epoch``
+    (one per start, see Hub). The start's number is in the high bits, so a number a write
+    got but never committed before a crash is not given to other content after it; the
+    first start is epoch 0, whose numbers are the real hub's 1, 2, 3..."""
+    return max(previous + 1, (epoch << EPOCH_SHIFT) + 1)
+
+
 def etag_of_counter(counter: int) -> str:
     """Twin etags look like base64 of a big-endian int64 on the real hub."""
     return base64.b64encode(counter.to_bytes(8, "big")).decode()

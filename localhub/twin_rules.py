@@ -9,6 +9,8 @@ strings, no arrays) is superseded and not followed.
 - Keys: UTF-8, case-sensitive, at most 1 KB; no C0/C1 control characters, `.`, `$` or space.
 - Values: boolean, number, string, object; arrays are also supported. Integers lie in
   [-4503599627370496, 4503599627370495]; strings are at most 4 KB of UTF-8.
+- Keys and strings must be valid Unicode, so UTF-8 can hold them: a lone surrogate (JSON
+  allows the escape "\ud800" on its own) is refused, as it cannot be stored or sent on.
 - Depth: at most 10 (see MAX_DEPTH for how it is counted).
 - Size: tags at most 8 KB, desired and reported at most 32 KB each, without `$version` and
   `$metadata` (see section_size).
@@ -24,6 +26,7 @@ and the dashboard's twin form can call it to report every violation, per key, be
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 __all__ = [
@@ -64,6 +67,10 @@ _KEY_FORBIDDEN = _CONTROL | {".", "$", " "}
 # A key of at most this many characters cannot exceed MAX_KEY_BYTES (4 bytes per character).
 _SHORT_KEY = MAX_KEY_BYTES // 4
 _SHORT_STRING = MAX_STRING_BYTES // 4
+
+# A str holds one of these only as a lone surrogate (a JSON decoder pairs valid ones).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_LONE_SURROGATE = "contains a lone surrogate (U+{:04X}), which is not valid Unicode"
 
 _EMPTY_KEY = '""'  # how an empty key appears in a path
 _NULL_IN_ARRAY = "null is not allowed inside arrays"
@@ -143,9 +150,12 @@ def _walk_object(
     """Check the keys and values of `obj`, which sits at `depth` (the root is 0)."""
     for key, value in obj.items():
         if isinstance(key, str):
-            name = key or _EMPTY_KEY
+            surrogate = not key.isascii() and _SURROGATE.search(key)
+            # A path is shown to people (and encoded as UTF-8): escape what UTF-8 cannot hold.
+            name = key.encode("utf-8", "backslashreplace").decode() if surrogate else key
+            name = name or _EMPTY_KEY
             path = f"{prefix}.{name}" if prefix else name
-            if not (0 < len(key) <= _SHORT_KEY and _KEY_FORBIDDEN.isdisjoint(key)):
+            if surrogate or not (0 < len(key) <= _SHORT_KEY and _KEY_FORBIDDEN.isdisjoint(key)):
                 _check_key(key, path, out)
         else:
             path = f"{prefix}.{key!r}" if prefix else repr(key)
@@ -163,6 +173,8 @@ def _check_value(
 ) -> None:
     """Check `value`, held by a container at `depth`."""
     if isinstance(value, str):
+        if not value.isascii() and (surrogate := _SURROGATE.search(value)):
+            out.append(Violation(path, f"string {_LONE_SURROGATE.format(ord(surrogate[0]))}"))
         if len(value) > _SHORT_STRING:
             size = _utf8_len(value)
             if size > MAX_STRING_BYTES:
@@ -217,6 +229,8 @@ def _check_key(key: str, path: str, out: list[Violation]) -> None:
         codes = ", ".join(f"U+{ord(c):04X}" for c in sorted(controls))
         noun = "character" if len(controls) == 1 else "characters"
         out.append(Violation(path, f"key contains control {noun} {codes}"))
+    if surrogate := _SURROGATE.search(key):
+        out.append(Violation(path, f"key {_LONE_SURROGATE.format(ord(surrogate[0]))}"))
     if len(key) > _SHORT_KEY:
         size = _utf8_len(key)
         if size > MAX_KEY_BYTES:

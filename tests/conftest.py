@@ -16,6 +16,7 @@ from azure.iot.hub import IoTHubRegistryManager
 from support import registry_manager_for
 
 from localhub.server import LocalHub, Settings
+from localhub.store import Store
 
 
 def _free_loopback_address() -> str:
@@ -45,9 +46,10 @@ class HubThread:
     internal state that no API shows (e.g. the telemetry buffer).
     """
 
-    def __init__(self, data_dir: Path, host: str):
+    def __init__(self, data_dir: Path, host: str, store_class: type[Store] = Store):
         self.settings = Settings(data_dir=data_dir, host=host, https_port=8443)
         self.host = host
+        self.store_class = store_class  # a test may pass a Store whose commits it controls
         self.loop: asyncio.AbstractEventLoop | None = None
         self.running: LocalHub | None = None
         self._thread: threading.Thread | None = None
@@ -59,7 +61,9 @@ class HubThread:
         def run():
             self.loop = asyncio.new_event_loop()
             try:
-                self.running = self.loop.run_until_complete(LocalHub.start(self.settings))
+                self.running = self.loop.run_until_complete(
+                    LocalHub.start(self.settings, self.store_class)
+                )
             except BaseException as e:
                 errors.append(e)
                 started.set()

@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -192,6 +193,24 @@ def test_null_inside_arrays_is_rejected():
         Violation("a[1]", "null is not allowed inside arrays"),
         Violation("a[2].b", "null is not allowed inside arrays"),
     ]
+
+
+def test_lone_surrogates_in_keys_and_strings_are_rejected_at_any_depth():
+    # What json.loads makes of "\ud800" escapes; orjson and UTF-8 cannot hold them.
+    patch = json.loads(
+        '{"a": "\\ud800", "k\\udfff": 1, "n": {"list": ["ok", {"deep": "x\\udc00"}]}}'
+    )
+    lone = "contains a lone surrogate (U+{:04X}), which is not valid Unicode"
+    assert check_patch("reported", patch) == [
+        Violation("a", "string " + lone.format(0xD800)),
+        Violation("k\\udfff", "key " + lone.format(0xDFFF)),  # the path is printable
+        Violation("n.list[1].deep", "string " + lone.format(0xDC00)),
+    ]
+
+
+def test_paired_surrogates_and_other_unicode_are_accepted():
+    patch = json.loads('{"emoji": "\\ud83d\\ude00", "\\u00e9t\\u00e9": "caf\\u00e9"}')
+    assert check_patch("desired", patch) == []
 
 
 def test_unsupported_python_types_are_rejected():
