@@ -26,7 +26,7 @@ from django.conf import settings
 from devices import hub
 from devices.event_forwarder import REACHED, UNREACHABLE
 from devices.events import utc_timestamp
-from iotadmin.private_files import private_dir, private_file
+from localhub.files import open_private, private_dir
 
 START_TIMEOUT = 15  # seconds to wait for the module to connect before answering
 STOP_TIMEOUT = 5
@@ -92,7 +92,7 @@ def module_lock(device_id: str, module_id: str):
     """Held by the simulator process while it runs; AlreadyRunning if another one holds it."""
     lock_path, _ = _files(device_id, module_id)
     private_dir(lock_path.parent)
-    fd = private_file(lock_path, os.O_RDWR | os.O_CREAT)
+    fd = open_private(lock_path, os.O_RDWR | os.O_CREAT)
     try:
         for attempt in range(LOCK_ATTEMPTS):
             try:
@@ -157,7 +157,7 @@ def start(device_id: str, module_id: str, events_url: str) -> Running:
     exits; ControlError when MAX_RUNNING run already."""
     lock_path, log_path = _files(device_id, module_id)
     private_dir(lock_path.parent)
-    starting = private_file(lock_path.with_suffix(".starting"), os.O_RDWR | os.O_CREAT)
+    starting = open_private(lock_path.with_suffix(".starting"), os.O_RDWR | os.O_CREAT)
     try:
         try:
             fcntl.flock(starting, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -190,7 +190,7 @@ def _spawn(device_id: str, module_id: str, events_url: str, log_path: Path) -> R
     }
     argv = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "simulate_module"]
     # Its log quotes ids and the hub's answers: this user's only, like the rest of VAR_DIR.
-    with os.fdopen(private_file(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as log:
+    with os.fdopen(open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as log:
         process = subprocess.Popen(
             # Ids after "--": an id such as "--settings=x" is an argument, never an option
             # (Django's own option parsing would import that module).

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from iotadmin.private_files import private_dir, private_file
+from localhub.files import create_private, open_private, private_dir
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # The app's own files (keys, the SQLite database, logs): this user's only.
@@ -30,7 +30,7 @@ def _development_secret_key() -> str:
     """Generated once and kept under var/, so sessions survive restarts."""
     path = VAR_DIR / "secret-key"
     try:
-        fd = private_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     except FileExistsError:
         return path.read_text().strip()
     with os.fdopen(fd, "w") as f:
@@ -112,7 +112,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     if _sqlite.parent.is_dir() and str(_sqlite) != ":memory:":
         # Sessions live here: 0600 before SQLite first opens it (its -wal and -shm files
         # take the database's mode).
-        os.close(private_file(_sqlite))
+        create_private(_sqlite)
     DATABASES["default"]["OPTIONS"] = {
         # Readers never wait for a writer in WAL mode, and a writer waits its turn for up to
         # 20 s instead of failing at once with "database is locked".

@@ -12,17 +12,25 @@ from pathlib import Path
 DIR_MODE, FILE_MODE = 0o700, 0o600
 
 
-def private_dir(path: Path) -> None:
+def private_dir(path: Path) -> Path:
     """Create ``path`` 0700, or narrow it to 0700 if it exists (the parents keep the
     umask's mode: they may be shared, like ``var/``)."""
     path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     path.chmod(DIR_MODE)  # mkdir's mode is masked by the umask, and skipped if it exists
+    return path
+
+
+def open_private(path: Path, flags: int) -> int:
+    """``os.open(path, flags)``, a file created 0600 or narrowed to it (the dashboard's
+    lock files and logs are opened so too)."""
+    fd = os.open(path, flags | os.O_NOFOLLOW, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)  # the mode is masked by the umask, and skipped if it exists
+    return fd
 
 
 def create_private(path: Path) -> None:
     """Make sure ``path`` exists and is 0600, without changing what it holds."""
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE))
-    path.chmod(FILE_MODE)
+    os.close(open_private(path, os.O_WRONLY | os.O_CREAT))
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -3,7 +3,9 @@
 import asyncio
 import contextlib
 import errno
+import os
 import random
+import signal
 import socket
 import threading
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 from azure.iot.device import aio as device_aio
 from azure.iot.device.common.pipeline.pipeline_exceptions import PipelineNotRunning
 from azure.iot.hub import IoTHubRegistryManager
-from support import registry_manager_for
+from support import HubProcess, registry_manager_for
 
 from localhub.server import LocalHub, Settings
 from localhub.store import Store
@@ -206,6 +208,20 @@ def dashboard_hub(localhub, settings):
     settings.IOTHUB_CA_FILE = ""
     settings.LOCALHUB_DIR = str(localhub.settings.data_dir)
     return localhub
+
+
+@pytest.fixture
+def hub_process(tmp_path, settings):
+    """localhub as a process of its own (it can be stopped, continued, killed), the
+    dashboard pointed at it; continued and killed at the end."""
+    process = HubProcess(tmp_path / "hub", _free_loopback_address()).start()
+    settings.IOTHUB_CONNECTION_STRING = ""
+    settings.IOTHUB_CA_FILE = ""
+    settings.LOCALHUB_DIR = str(process.data_dir)
+    yield process
+    if process.process.poll() is None:
+        os.kill(process.process.pid, signal.SIGCONT)
+    process.kill()
 
 
 @pytest.fixture

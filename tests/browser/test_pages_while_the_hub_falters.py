@@ -8,23 +8,10 @@ from pathlib import Path
 
 import pytest
 from browser_support import DashboardServer, chromium_page, log_in
-from conftest import _free_loopback_address
 from playwright.sync_api import expect
-from support import HubProcess, create_identities, desired
+from support import create_identities, desired
 
 from devices import mirror, simulator_control
-
-
-@pytest.fixture
-def hub_process(tmp_path, settings):
-    process = HubProcess(tmp_path / "hub", _free_loopback_address()).start()
-    settings.IOTHUB_CONNECTION_STRING = ""
-    settings.IOTHUB_CA_FILE = ""
-    settings.LOCALHUB_DIR = str(process.data_dir)
-    yield process
-    if process.process.poll() is None:
-        os.kill(process.process.pid, signal.SIGCONT)
-    process.kill()
 
 
 @pytest.fixture

@@ -7,25 +7,12 @@ import os
 import signal
 
 import pytest
-from conftest import _free_loopback_address
 from pages import text, url
-from support import HubProcess, create_identities, desired, wait_for
+from support import create_identities, desired, wait_for
 
 from devices import hub, mirror
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def hub_process(tmp_path, settings):
-    process = HubProcess(tmp_path / "hub", _free_loopback_address()).start()
-    settings.IOTHUB_CONNECTION_STRING = ""
-    settings.IOTHUB_CA_FILE = ""
-    settings.LOCALHUB_DIR = str(process.data_dir)
-    yield process
-    if process.process.poll() is None:
-        os.kill(process.process.pid, signal.SIGCONT)
-    process.kill()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ Idempotent: the first run creates the user and writes its password to
 reset here: if the file is gone or no longer matches, the command says how to set one.
 """
 
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from devices.access import ADMIN
-from iotadmin.private_files import private_dir, private_file
+from localhub.files import private_dir, write_private
 
 
 @dataclass
@@ -35,8 +34,7 @@ def password_file() -> Path:
 
 def _write_secret(path: Path, text: str) -> None:
     private_dir(path.parent)
-    with os.fdopen(private_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w") as f:
-        f.write(text + "\n")
+    write_private(path, f"{text}\n".encode())
 
 
 def ensure_admin(username: str = "admin") -> AdminLogin:
