@@ -20,7 +20,6 @@ import os
 import platform
 import signal
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from localhub_twin import (  # noqa: E402
     free_loopback_address,
     hub_clients,
     rss_mb,
+    start_localhub,
     write_results,
 )
 
@@ -120,20 +120,8 @@ async def flood_phase(host, port, count, sources, tls, modules, conn_str, pid) -
 async def bench(connections: int, hosts: int) -> dict:
     host = free_loopback_address()
     data_dir = Path(tempfile.mkdtemp(prefix="localhub-flood-"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "localhub", "--data-dir", str(data_dir), "--host", host],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    proc, conn_str = start_localhub(data_dir, host)
     try:
-        for line in proc.stdout:
-            if line.startswith("HostName="):
-                conn_str = line.strip()
-                break
-        else:
-            raise RuntimeError("localhub did not start")
         ca_file = data_dir / "ca.pem"
         tls = ssl.create_default_context(cafile=str(ca_file))
         tls.maximum_version = ssl.TLSVersion.TLSv1_2  # what the device SDK speaks

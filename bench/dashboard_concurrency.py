@@ -32,9 +32,9 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dashboard_list import percentiles, start_localhub  # noqa: E402
+from dashboard_list import percentiles  # noqa: E402
 from event_latency import Children, django_env, free_port, manage, wait_listening  # noqa: E402
-from localhub_twin import free_loopback_address, write_results  # noqa: E402
+from localhub_twin import free_loopback_address, start_localhub, write_results  # noqa: E402
 
 SETUP = """
 import json

@@ -20,7 +20,6 @@ import secrets
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,24 +28,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from localhub_twin import create_modules, free_loopback_address, write_results  # noqa: E402
+from localhub_twin import (  # noqa: E402
+    create_modules,
+    free_loopback_address,
+    start_localhub,
+    write_results,
+)
 
 MODULES_PER_DEVICE = 5
 TARGETS = {"sync_seconds": 30, "list_p50_ms": 30}
-
-
-def start_localhub(data_dir: Path, host: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "localhub", "--data-dir", str(data_dir), "--host", host],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    for line in proc.stdout:
-        if line.startswith("HostName="):
-            return proc, line.strip()
-    raise RuntimeError("localhub did not start")
 
 
 def setup_django(var_dir: Path, hub_dir: Path) -> None:

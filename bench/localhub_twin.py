@@ -238,9 +238,7 @@ def close_all(clients):
         client.transport.close()
 
 
-async def bench(seconds: float) -> dict:
-    host = free_loopback_address()
-    data_dir = Path(tempfile.mkdtemp(prefix="localhub-bench-"))
+def start_localhub(data_dir: Path, host: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "localhub", "--data-dir", str(data_dir), "--host", host],
         cwd=ROOT,
@@ -248,13 +246,17 @@ async def bench(seconds: float) -> dict:
         stderr=subprocess.DEVNULL,
         text=True,
     )
+    for line in proc.stdout:
+        if line.startswith("HostName="):
+            return proc, line.strip()
+    raise RuntimeError("localhub did not start")
+
+
+async def bench(seconds: float) -> dict:
+    host = free_loopback_address()
+    data_dir = Path(tempfile.mkdtemp(prefix="localhub-bench-"))
+    proc, conn_str = start_localhub(data_dir, host)
     try:
-        for line in proc.stdout:
-            if line.startswith("HostName="):
-                conn_str = line.strip()
-                break
-        else:
-            raise RuntimeError("localhub did not start")
         ca_file = data_dir / "ca.pem"
         tls = ssl.create_default_context(cafile=str(ca_file))
         tls.maximum_version = ssl.TLSVersion.TLSv1_2  # what the device SDK speaks

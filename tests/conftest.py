@@ -211,17 +211,24 @@ def dashboard_hub(localhub, settings):
 
 
 @pytest.fixture
-def hub_process(tmp_path, settings):
-    """localhub as a process of its own (it can be stopped, continued, killed), the
-    dashboard pointed at it; continued and killed at the end."""
-    process = HubProcess(tmp_path / "hub", _free_loopback_address()).start()
+def hub_process(tmp_path):
+    """``python -m localhub`` as a process of its own, not started yet (``.start()``): it can
+    be stopped, continued or killed. Killed at the end, continued first if stopped."""
+    running = HubProcess(tmp_path / "hub", _free_loopback_address())
+    yield running
+    if running.process is not None and running.process.poll() is None:
+        os.kill(running.process.pid, signal.SIGCONT)
+    running.kill()
+
+
+@pytest.fixture
+def dashboard_hub_process(hub_process, settings):
+    """``hub_process`` started, and the dashboard pointed at it."""
+    hub_process.start()
     settings.IOTHUB_CONNECTION_STRING = ""
     settings.IOTHUB_CA_FILE = ""
-    settings.LOCALHUB_DIR = str(process.data_dir)
-    yield process
-    if process.process.poll() is None:
-        os.kill(process.process.pid, signal.SIGCONT)
-    process.kill()
+    settings.LOCALHUB_DIR = str(hub_process.data_dir)
+    return hub_process
 
 
 @pytest.fixture

@@ -15,17 +15,19 @@ from devices import mirror, simulator_control
 
 
 @pytest.fixture
-def server(transactional_db, hub_process, tmp_path):
-    running = DashboardServer(hub_process.data_dir, tmp_path).start()
+def server(transactional_db, dashboard_hub_process, tmp_path):
+    running = DashboardServer(dashboard_hub_process.data_dir, tmp_path).start()
     yield running
     running.stop()
     simulator_control.stop_all(Path(running.env["IOTADMIN_VAR_DIR"]))
     print(f"-- dashboard server log --\n{running.log}")
 
 
-def test_pages_keep_working_while_the_hub_hangs_and_dies(server, hub_process, admin, monkeypatch):
+def test_pages_keep_working_while_the_hub_hangs_and_dies(
+    server, dashboard_hub_process, admin, monkeypatch
+):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the ORM beside Playwright
-    registry = hub_process.registry_manager()
+    registry = dashboard_hub_process.registry_manager()
     create_identities(registry, "sensor-1", "thermo")
     registry.update_twin("sensor-1", desired({"interval": 30}), "*")
     mirror.sync_hub()  # what the dashboard last read
@@ -37,7 +39,7 @@ def test_pages_keep_working_while_the_hub_hangs_and_dies(server, hub_process, ad
         posts = []
         page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
 
-        os.kill(hub_process.process.pid, signal.SIGSTOP)
+        os.kill(dashboard_hub_process.process.pid, signal.SIGSTOP)
         # Clicked twice, as an impatient operator does: the button says it is busy at once,
         # and the second click sends nothing (clicked from the page's own script: Playwright
         # would wait for the first click's navigation, which the hung hub holds for 5 s).
@@ -67,8 +69,8 @@ def test_pages_keep_working_while_the_hub_hangs_and_dies(server, hub_process, ad
         page.goto("/")
         expect(page.locator("#hub-health")).to_contain_text("not answering (since")
 
-        os.kill(hub_process.process.pid, signal.SIGCONT)
-        hub_process.kill()
+        os.kill(dashboard_hub_process.process.pid, signal.SIGCONT)
+        dashboard_hub_process.kill()
         for _ in range(10):  # the hub is asked again within RETRY_SECONDS
             page.goto("/devices/sensor-1/")
             if "cannot be reached" in page.locator("#last-known").inner_text():

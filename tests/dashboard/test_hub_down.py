@@ -16,9 +16,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def known(hub_process):
+def known(dashboard_hub_process):
     """A device and module the mirror holds (synced), and one it never saw."""
-    registry = hub_process.registry_manager()
+    registry = dashboard_hub_process.registry_manager()
     create_identities(registry, "sensor-1", "thermo")
     registry.update_twin("sensor-1", desired({"interval": 30}), "*")
     mirror.sync_hub()
@@ -27,10 +27,10 @@ def known(hub_process):
 
 
 def test_a_hung_hub_gives_the_last_known_pages_with_a_banner(
-    client_as, operator, known, hub_process
+    client_as, operator, known, dashboard_hub_process
 ):
     client = client_as(operator)
-    os.kill(hub_process.process.pid, signal.SIGSTOP)
+    os.kill(dashboard_hub_process.process.pid, signal.SIGSTOP)
 
     device = client.get(url("device-detail", "sensor-1"))
     module = client.get(url("module-detail", "sensor-1", "thermo"))  # at once: not asked again
@@ -50,13 +50,13 @@ def test_a_hung_hub_gives_the_last_known_pages_with_a_banner(
 
 
 def test_the_pages_come_back_with_the_hub_and_say_so_when_it_is_killed(
-    client_as, viewer, known, hub_process
+    client_as, viewer, known, dashboard_hub_process
 ):
     client = client_as(viewer)
-    os.kill(hub_process.process.pid, signal.SIGSTOP)
+    os.kill(dashboard_hub_process.process.pid, signal.SIGSTOP)
     assert "Last known state" in text(client.get(url("device-detail", "sensor-1")))
 
-    os.kill(hub_process.process.pid, signal.SIGCONT)
+    os.kill(dashboard_hub_process.process.pid, signal.SIGCONT)
     page = wait_for(
         lambda: (
             (p := text(client.get(url("device-detail", "sensor-1"))))
@@ -69,7 +69,7 @@ def test_the_pages_come_back_with_the_hub_and_say_so_when_it_is_killed(
     assert "The hub is not answering" not in page
     assert known.get_device("sensor-1").generation_id in page
 
-    hub_process.kill()
+    dashboard_hub_process.kill()
     hub.forget_health()  # as a later request would once RETRY_SECONDS passed
     page = text(client.get(url("device-detail", "sensor-1")))
     assert "Last known state" in page and "cannot be reached" in page

@@ -12,11 +12,9 @@ Before the kill, each write must be answered with the state it made (a version o
 import contextlib
 import threading
 
-import pytest
 import requests
 from azure.iot.device import IoTHubDeviceClient
 from azure.iot.device.exceptions import ClientError
-from conftest import _free_loopback_address
 from support import API_VERSION, HubProcess, primary_key, service_token, wait_for
 
 IF_MATCH_WRITERS, UNCONDITIONAL_WRITERS = 6, 2
@@ -157,15 +155,6 @@ def report_until_killed(client, seen: Seen) -> None:
     except Exception as e:
         if not seen.killed.is_set():
             seen.errors.append(f"device: {e!r}")
-
-
-@pytest.fixture
-def hub_process(tmp_path):
-    running = HubProcess(tmp_path / "hub", _free_loopback_address())
-    try:
-        yield running
-    finally:
-        running.kill()
 
 
 def device_client(hub: HubProcess, key: str) -> IoTHubDeviceClient:

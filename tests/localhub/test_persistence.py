@@ -5,8 +5,7 @@ import threading
 import pytest
 from azure.iot.device import IoTHubDeviceClient
 from azure.iot.hub.models import Twin, TwinProperties
-from conftest import _free_loopback_address
-from support import HubProcess, desired, http_error, primary_key, wait_for
+from support import desired, http_error, primary_key, wait_for
 
 
 def everything(registry) -> dict:
@@ -284,15 +283,6 @@ def test_policy_keys_and_the_ca_survive_a_restart(localhub, registry):
 
 
 # -- a hub killed outright, not stopped: acknowledged writes must already be on disk ----
-
-
-@pytest.fixture
-def hub_process(tmp_path):
-    running = HubProcess(tmp_path / "hub", _free_loopback_address())
-    try:
-        yield running
-    finally:
-        running.kill()
 
 
 def test_writes_acknowledged_before_the_hub_is_killed_are_kept(hub_process):
