@@ -102,11 +102,22 @@ TEMPLATES = [
     },
 ]
 
+# No persistent connections: under ASGI each request's sync code runs in a thread of its
+# own, and a connection kept open stays with that thread (Django's docs say to disable them
+# there): 50 concurrent users exhausted Postgres's 100 connections. Postgres gets a pool
+# instead, bounded per process, which several web processes share the server's limit with.
 DATABASES = {
     "default": dj_database_url.parse(
-        env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'iotadmin.sqlite3'}"), conn_max_age=60
+        env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'iotadmin.sqlite3'}"), conn_max_age=0
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A request waits up to 10 s for a free connection, then fails with a clear error.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": 20,
+        "timeout": 10,
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     _sqlite = Path(DATABASES["default"]["NAME"])
     if _sqlite.parent.is_dir() and str(_sqlite) != ":memory:":
