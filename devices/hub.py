@@ -203,6 +203,10 @@ def _unanswered(what: str) -> HubError | None:
     return HubUnavailable(f"{what}: {problem}") if down else None
 
 
+_TIMEOUTS = (TimeoutError, requests.Timeout, urllib3.exceptions.TimeoutError)
+_REFUSED = urllib3.exceptions.NewConnectionError
+
+
 def _timed_out(error: BaseException) -> bool:
     """Whether a transport failure was a timeout, wherever requests and urllib3 wrapped it
     (a hung TLS handshake comes as a ConnectionError around a read timeout)."""
@@ -214,10 +218,7 @@ def _timed_out(error: BaseException) -> bool:
         seen.add(id(each))
         # urllib3's NewConnectionError (refused, unreachable) is a ConnectTimeoutError by
         # descent, not by nature.
-        timeout = TimeoutError | requests.Timeout | urllib3.exceptions.TimeoutError
-        if isinstance(each, timeout) and not isinstance(
-            each, urllib3.exceptions.NewConnectionError
-        ):
+        if isinstance(each, _TIMEOUTS) and not isinstance(each, _REFUSED):
             return True
         todo += [getattr(each, "inner_exception", None), getattr(each, "reason", None)]
         todo += [each.__cause__, each.__context__]

@@ -16,9 +16,14 @@ PAGE_STATUS = {
 }
 
 
+def page_status(error: hub.HubError) -> int:
+    """The status of a page saying the hub refused or failed: 502 for what is no one's
+    fault here."""
+    return next((s for cls, s in PAGE_STATUS.items() if isinstance(error, cls)), 502)
+
+
 def hub_error_page(request, error: hub.HubError):
-    status = next((s for cls, s in PAGE_STATUS.items() if isinstance(error, cls)), 502)
-    return render(request, "devices/hub_error.html", {"error": error}, status=status)
+    return render(request, "devices/hub_error.html", {"error": error}, status=page_status(error))
 
 
 def handles_hub_errors(view):

@@ -17,7 +17,7 @@ from django.views.decorators.vary import vary_on_headers
 from .. import access, hub, mirror, twins
 from ..models import AuditEntry
 from ..twin_forms import DesiredForm, TwinJsonForm
-from .common import PAGE_STATUS, handles_hub_errors
+from .common import handles_hub_errors, page_status
 from .devices import with_audit_log
 
 # How long an edit keeps being written again while only what it is not based on changes
@@ -73,13 +73,15 @@ def _write(request, form, device_id, module_id, editor):
             except hub.HubError as error:
                 why = "The twin changed since you loaded it; reading it again failed"
                 form.add_error(None, f"{why}: {error.message}")
-                return _editor(request, form, device_id, module_id, editor, status=_status(error))
+                return _editor(
+                    request, form, device_id, module_id, editor, status=page_status(error)
+                )
             if time.monotonic() > deadline or not twins.still_based_on(form.bases(), current):
                 return _conflict(request, form, device_id, module_id, editor, current)
             etag = current.get("etag") or ""
         except hub.HubError as error:
             form.add_error(None, error.message)
-            return _editor(request, form, device_id, module_id, editor, status=_status(error))
+            return _editor(request, form, device_id, module_id, editor, status=page_status(error))
     desired_version = answer["properties"]["desired"]["$version"]
     action = AuditEntry.Action.TWIN_REPLACED if form.replace else AuditEntry.Action.TWIN_UPDATED
     AuditEntry.record(
@@ -157,12 +159,6 @@ def _editor(request, form, device_id, module_id, editor, twin=None, status=200, 
         # conflicts come as 200 too, shown in the card.
         return render(request, "devices/partials/desired_card.html", {**context, "inline": True})
     return render(request, "devices/twin_edit.html", context, status=status)
-
-
-def _status(error: hub.HubError) -> int:
-    if isinstance(error, hub.BadRequest):
-        return 400
-    return next((s for cls, s in PAGE_STATUS.items() if isinstance(error, cls)), 502)
 
 
 def _label(device_id, module_id) -> str:
